@@ -1,0 +1,51 @@
+# Two commands matter: `make run` (the demo) and `make test` (the whole suite with real Kafka and Cassandra).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TESTBED := $(PY) -m metrictank.testbed
+PYTEST_ARGS ?=
+
+.PHONY: all install test unit run bench lint format clean testbed-up testbed-down
+
+all: test
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml setup.py metrictank/chunk/_codec.c metrictank/tank/_tank.c
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Unit and integration tests; the test bed (Kafka + Cassandra as local JVM processes) is started and always stopped.
+test: $(VENV)/.installed
+	$(TESTBED) run -- $(PY) -m pytest $(PYTEST_ARGS)
+
+# Unit tests only: no Kafka or Cassandra.
+unit: $(VENV)/.installed
+	$(PY) -m pytest -m 'not integration' $(PYTEST_ARGS)
+
+run: $(VENV)/.installed
+	$(PY) -m metrictank.demo
+
+bench: $(VENV)/.installed
+	$(TESTBED) run -- $(PY) bench/run.py $(BENCH_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check metrictank tests bench scripts
+	$(VENV)/bin/ruff format --check metrictank tests bench
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format metrictank tests bench
+	$(VENV)/bin/ruff check --fix metrictank tests bench
+
+testbed-up: $(VENV)/.installed
+	$(TESTBED) up
+
+testbed-down: $(VENV)/.installed
+	$(TESTBED) down
+
+clean:
+	rm -rf build *.egg-info .pytest_cache .ruff_cache metrictank/chunk/*.so

@@ -1,0 +1,439 @@
+"""Instance configuration: a TOML file, overridden by `MT_<SECTION>_<KEY>` environment variables.
+
+Section and key names follow Metrictank's `metrictank.ini` where an operator would look for them
+(`[kafka-mdm-in] brokers`, `[cluster] primary-node`, `[cassandra] addrs` ...), so that its documentation and
+habits carry over. Every option is declared once in `OPTIONS`: that single table drives parsing, validation,
+the environment overrides, `metrictank config show` and the generated configuration reference, so the
+documentation cannot drift from the code.
+
+A bad file stops startup with a `ConfigError` whose message names the offending `section.key`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "Option",
+    "OPTIONS",
+    "Config",
+    "load_config",
+    "parse_duration",
+    "env_name",
+    "reference_markdown",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or invalid; the message names the key."""
+
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """Parse a Go-style duration ("90s", "1h30m", "500ms") or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration, not a boolean")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    s = str(value).strip()
+    if not s:
+        raise ValueError("empty duration")
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    pos, total = 0, 0.0
+    for m in _DURATION_RE.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(s):
+        raise ValueError(f"not a duration: {s!r} (use e.g. 30s, 10m, 1h30m)")
+    return total
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    s = str(value).strip().lower()
+    if s in ("1", "t", "true", "yes", "on"):
+        return True
+    if s in ("0", "f", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("an integer, not a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    s = str(value).strip()
+    try:
+        return int(s)
+    except ValueError:
+        raise ValueError(f"not an integer: {value!r}") from None
+
+
+def _str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return str(value)
+    raise ValueError(f"not a string: {value!r}")
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "str": _str,
+    "int": _int,
+    "bool": _bool,
+    "duration": parse_duration,
+}
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else "must be greater than 0"
+
+
+def _non_negative(v: float) -> str | None:
+    return None if v >= 0 else "must not be negative"
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(v: str) -> str | None:
+        return None if v in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _offset(v: str) -> str | None:
+    if v in ("oldest", "newest"):
+        return None
+    try:
+        parse_duration(v)
+    except ValueError:
+        return "must be oldest, newest or a duration such as 6h"
+    return None
+
+
+def _partitions(v: str) -> str | None:
+    if v.strip() == "*":
+        return None
+    try:
+        parts = [int(p) for p in v.split(",") if p.strip()]
+    except ValueError:
+        return "must be * or a comma-separated list of partition numbers"
+    if not parts or min(parts) < 0:
+        return "must be * or a comma-separated list of partition numbers >= 0"
+    return None
+
+
+def _listen(v: str) -> str | None:
+    host, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        return "must be host:port (e.g. 127.0.0.1:6060 or :6060)"
+    return None
+
+
+@dataclass(frozen=True)
+class Option:
+    """One configuration option: where it lives, its type, default and meaning."""
+
+    section: str  # "" for top-level keys
+    key: str
+    type: str  # str | int | bool | duration
+    default: Any
+    doc: str
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.key}" if self.section else self.key
+
+
+def env_name(section: str, key: str) -> str:
+    """`MT_<SECTION>_<KEY>` as Metrictank spells it: upper case, dashes and dots become underscores."""
+    parts = [section, key] if section else [key]
+    return "MT_" + "_".join(p.upper().replace("-", "_").replace(".", "_") for p in parts)
+
+
+O = Option
+OPTIONS: tuple[Option, ...] = (
+    O("", "instance", "str", "default", "Name of this instance; it is the `instance` of persist messages and "
+      "the node name in the cluster. Must be unique within a cluster."),
+    # --- logging
+    O("log", "level", "str", "info", "Log level.", _one_of("debug", "info", "warning", "error")),
+    O("log", "format", "str", "text", "Log line format: text or json.", _one_of("text", "json")),
+    # --- http
+    O("http", "listen", "str", "127.0.0.1:6060", "Address of the HTTP API (admin, Graphite query, /metrics).",
+      _listen),
+    O("http", "admin-token", "str", "", "When set, POST admin endpoints require `Authorization: Bearer <token>`. "
+      "Never logged."),
+    # --- kafka-mdm-in
+    O("kafka-mdm-in", "enabled", "bool", True, "Consume metrics from Kafka."),
+    O("kafka-mdm-in", "brokers", "str", "localhost:9092", "Comma-separated Kafka bootstrap brokers."),
+    O("kafka-mdm-in", "topics", "str", "mdm", "Comma-separated data topics; all must have the same partition "
+      "count."),
+    O("kafka-mdm-in", "partitions", "str", "*", "Partitions to consume: * or a comma-separated list.",
+      _partitions),
+    O("kafka-mdm-in", "offset", "str", "newest", "Where to start consuming: oldest, newest, or a duration D "
+      "meaning the offset of now - D.", _offset),
+    O("kafka-mdm-in", "org-id", "int", 0, "Org for MetricPoint messages without org (format 0x03); 0 rejects "
+      "them.", _non_negative),
+    O("kafka-mdm-in", "batch-size", "int", 20000, "Messages consumed per call; larger batches cost less per "
+      "point.", _positive),
+    O("kafka-mdm-in", "fetch-max-wait", "duration", 0.1, "How long the broker may wait to fill a fetch "
+      "(librdkafka fetch.wait.max.ms).", _non_negative),
+    O("kafka-mdm-in", "consumer-options", "str", "", "Extra librdkafka settings, `key=value` separated by "
+      "commas."),
+    # --- kafka-cluster (persist notifications)
+    O("kafka-cluster", "enabled", "bool", True, "Send and receive persist notifications on Kafka."),
+    O("kafka-cluster", "brokers", "str", "", "Brokers for the persist topic; empty means those of kafka-mdm-in."),
+    O("kafka-cluster", "topic", "str", "metricpersist", "Topic of persist notifications."),
+    O("kafka-cluster", "offset", "str", "newest", "Where to start reading persist messages at startup: oldest, "
+      "newest or a duration.", _offset),
+    O("kafka-cluster", "backlog-process-timeout", "duration", 60.0, "Longest wait for the persist backlog "
+      "before data consumption starts (it ends as soon as it is caught up).", _non_negative),
+    # --- cluster
+    O("cluster", "name", "str", "metrictank", "Cluster name."),
+    O("cluster", "primary-node", "bool", False, "Start as primary: only the primary writes chunks to the store."),
+    O("cluster", "max-priority", "int", 10, "A node is ready only while its priority (seconds of Kafka lag) is "
+      "at most this.", _non_negative),
+    O("cluster", "warm-up-period", "duration", 60.0, "Time a secondary waits after startup before it is ready.",
+      _non_negative),
+    O("cluster", "peers", "str", "", "Static peer list: comma-separated base URLs of the other instances' HTTP "
+      "API (e.g. http://10.0.0.2:6060)."),
+    O("cluster", "peer-timeout", "duration", 2.0, "Timeout of requests to peers.", _positive),
+    # --- store
+    O("store", "backend", "str", "sqlite", "Chunk store: sqlite (embedded, single machine) or cassandra.",
+      _one_of("sqlite", "cassandra")),
+    O("store", "write-queues", "int", 10, "Number of write queues; a series and its rollups share one.",
+      _positive),
+    O("store", "write-queue-size", "int", 100000, "Chunks per write queue; a full queue slows ingest down.",
+      _positive),
+    O("store", "drain-timeout", "duration", 60.0, "Longest wait for the write queues on demotion or shutdown.",
+      _non_negative),
+    O("sqlite", "path", "str", "./data/chunks.db", "SQLite database file of the embedded store."),
+    O("cassandra", "addrs", "str", "localhost:9042", "Comma-separated Cassandra contact points host:port."),
+    O("cassandra", "keyspace", "str", "metrictank", "Keyspace of the chunk tables."),
+    O("cassandra", "consistency", "str", "one", "Consistency level of reads and writes.",
+      _one_of("one", "two", "three", "quorum", "local_quorum", "local_one", "all")),
+    O("cassandra", "timeout", "duration", 1.0, "Timeout of one query.", _positive),
+    O("cassandra", "write-concurrency", "int", 64, "Writes in flight per process.", _positive),
+    O("cassandra", "create-keyspace", "bool", True, "Create the keyspace and tables at startup."),
+    O("cassandra", "replication", "str", "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+      "Replication of the keyspace when it is created."),
+    # --- retention and tank
+    O("retention", "schemas-file", "str", "", "storage-schemas.conf; empty uses the built-in default "
+      "`1s:35d:10min:7`."),
+    O("retention", "aggregations-file", "str", "", "storage-aggregation.conf; empty means avg everywhere."),
+    O("retention", "gc-interval", "duration", 3660.0, "How often stale chunks and series are collected.",
+      _positive),
+    O("retention", "chunk-max-stale", "duration", 3600.0, "A series idle this long has its open chunk finished.",
+      _positive),
+    O("retention", "metric-max-stale", "duration", 10800.0, "A series idle this long is removed from memory.",
+      _positive),
+)
+del O
+
+_BY_SECTION: dict[str, dict[str, Option]] = {}
+for _opt in OPTIONS:
+    _BY_SECTION.setdefault(_opt.section, {})[_opt.key] = _opt
+
+
+def _attr(name: str) -> str:
+    return name.replace("-", "_")
+
+
+class Section(Mapping[str, Any]):
+    """Values of one section, readable as `s["write-queues"]` or `s.write_queues`."""
+
+    def __init__(self, name: str, values: dict[str, Any]) -> None:
+        self._name = name
+        self._values = values
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name.replace("_", "-")]
+        except KeyError:
+            raise AttributeError(f"no option {self._name}.{name}") from None
+
+
+class Config:
+    """The effective configuration, with the origin of each value (default, file or env)."""
+
+    def __init__(self, values: dict[str, dict[str, Any]], origins: dict[str, str]) -> None:
+        self._values = values
+        self.origins = origins
+
+    def section(self, name: str) -> Section:
+        return Section(name, self._values[name])
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        top = self._values[""]
+        if name in top:
+            return top[name]
+        sec = name.replace("_", "-")
+        if sec in self._values:
+            return Section(sec, self._values[sec])
+        raise AttributeError(f"no config section or option {name!r}")
+
+    def get(self, dotted: str) -> Any:
+        section, _, key = dotted.rpartition(".")
+        return self._values[section][key]
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {s: dict(v) for s, v in self._values.items()}
+
+    def to_toml(self, show_origin: bool = True) -> str:
+        """Render the effective configuration as TOML (tokens are masked)."""
+        lines: list[str] = []
+        for section, values in self._values.items():
+            if section:
+                lines.append(f"\n[{section}]")
+            for key, value in values.items():
+                opt = _BY_SECTION[section][key]
+                shown = "***" if key == "admin-token" and value else value
+                line = f"{key} = {_toml_value(opt, shown)}"
+                if show_origin:
+                    line += f"  # {self.origins[opt.dotted]}"
+                lines.append(line)
+        return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_value(opt: Option, value: Any) -> str:
+    if opt.type == "bool":
+        return "true" if value else "false"
+    if opt.type == "int":
+        return str(value)
+    if opt.type == "duration":
+        return _format_duration(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _format_duration(seconds: float) -> str:
+    if seconds == 0:
+        return '"0s"'
+    if seconds < 1 or not float(seconds).is_integer():
+        return f'"{int(round(seconds * 1000))}ms"'
+    s = int(seconds)
+    out = ""
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if s >= size:
+            out += f"{s // size}{unit}"
+            s %= size
+    return f'"{out}"'
+
+
+def _convert(opt: Option, raw: Any, origin: str) -> Any:
+    try:
+        value = _CONVERTERS[opt.type](raw)
+    except ValueError as e:
+        raise ConfigError(f"{opt.dotted} ({origin}): {e}") from None
+    if opt.check is not None:
+        problem = opt.check(value)
+        if problem:
+            raise ConfigError(f"{opt.dotted} ({origin}): {value!r} {problem}")
+    return value
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load defaults, then the TOML file (if any), then `MT_*` environment overrides; validate everything.
+
+    Unknown sections and keys are errors rather than warnings: a typo in a key that decides who writes to
+    Cassandra must not be silently ignored.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, dict[str, Any]] = {s: {k: o.default for k, o in opts.items()} for s, opts in _BY_SECTION.items()}
+    origins = {o.dotted: "default" for o in OPTIONS}
+
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+        for name, item in data.items():
+            if isinstance(item, dict):
+                if name not in _BY_SECTION or name == "":
+                    raise ConfigError(f"[{name}]: unknown section in {p}")
+                for key, raw in item.items():
+                    opt = _BY_SECTION[name].get(key)
+                    if opt is None:
+                        raise ConfigError(f"{name}.{key}: unknown option in {p}")
+                    values[name][key] = _convert(opt, raw, str(p))
+                    origins[opt.dotted] = "file"
+            else:
+                opt = _BY_SECTION[""].get(name)
+                if opt is None:
+                    raise ConfigError(f"{name}: unknown top-level option in {p}")
+                values[""][name] = _convert(opt, item, str(p))
+                origins[opt.dotted] = "file"
+
+    for opt in OPTIONS:
+        var = env_name(opt.section, opt.key)
+        if var in env:
+            values[opt.section][opt.key] = _convert(opt, env[var], f"environment {var}")
+            origins[opt.dotted] = f"env {var}"
+
+    _check_cross(values)
+    return Config(values, origins)
+
+
+def _check_cross(values: dict[str, dict[str, Any]]) -> None:
+    inst = values[""]["instance"]
+    if not inst or not re.fullmatch(r"[A-Za-z0-9_.:-]+", inst):
+        raise ConfigError(f"instance: {inst!r} must be non-empty letters, digits, '_', '.', ':' or '-'")
+    if not values["kafka-mdm-in"]["topics"].strip():
+        raise ConfigError("kafka-mdm-in.topics: at least one topic is needed")
+
+
+def reference_markdown() -> str:
+    """The configuration reference page (docs/configuration.md), generated from `OPTIONS`."""
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from `metrictank/config.py` by `metrictank config doc`; a test checks that it is current.",
+        "",
+        "Options are read from the TOML file given with `--config`, then overridden by environment variables "
+        "`MT_<SECTION>_<KEY>` (upper case, `-` as `_`). Durations take Go's form (`90s`, `10m`, `1h30m`) or "
+        "seconds. An unknown key or a bad value stops startup with a message naming the key.",
+        "",
+    ]
+    for section, opts in _BY_SECTION.items():
+        out.append(f"## {'[' + section + ']' if section else 'Top level'}")
+        out.append("")
+        out.append("| key | type | default | environment | meaning |")
+        out.append("|---|---|---|---|---|")
+        for key, opt in opts.items():
+            default = _toml_value(opt, opt.default).replace("|", "\\|")
+            doc = opt.doc.replace("|", "\\|")
+            out.append(f"| `{key}` | {opt.type} | `{default}` | `{env_name(section, key)}` | {doc} |")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,162 @@
+"""Series ids and archive keys (spec section 1).
+
+Metrictank never recomputes an id on ingest; it trusts the ``Id`` of a MetricData. ``series_id`` exists for
+producers and tests, which must generate exactly the ids Go generates. ``MKey``/``AMKey`` are the binary
+and rollup-aware forms used as map keys, row-key prefixes and persist-message keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import ClassVar
+
+from .errors import DecodeError
+
+#: Aggregation methods Metrictank stores as rollup archives (avg is stored as sum and cnt).
+AGG_METHODS: tuple[str, ...] = ("sum", "cnt", "lst", "max", "min")
+#: Methods Go's ``MethodFromString`` accepts when parsing an archive suffix ("avg" parses but is never stored).
+PARSE_METHODS: frozenset[str] = frozenset(AGG_METHODS + ("avg",))
+#: Go's ``schema.Method`` numbering (used in the 16-bit Archive code).
+METHOD_CODES: dict[str, int] = {"avg": 1, "sum": 2, "lst": 3, "max": 4, "min": 5, "cnt": 6}
+#: Rollup spans Metrictank can represent in an Archive (its ``spanHumanToCode`` table), in code order.
+VALID_SPANS: tuple[int, ...] = (
+    2, 5, 10, 15, 30, 60, 90, 120, 150, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200,
+    10800, 14400, 18000, 21600, 28800, 43200, 86400,
+)  # fmt: skip
+_SPAN_SET = frozenset(VALID_SPANS)
+
+_MKEY_RE = re.compile(r"([0-9]+)\.([0-9a-fA-F]{32})")
+_SPAN_RE = re.compile(r"[0-9]+")
+_U32_MAX = 0xFFFFFFFF
+
+
+def _tag_sort_key(tag: str) -> bytes:
+    # Go sorts strings by bytes; Python's code-point order only differs for surrogate-escaped bytes,
+    # but sorting on the encoded form makes the equivalence unconditional.
+    return tag.encode("utf-8", "surrogateescape")
+
+
+def series_id(org: int, name: str, unit: str, mtype: str, interval: int, tags: list[str]) -> str:
+    """The id ``"<org>.<md5 hex>"`` Metrictank's ``MetricDefinition.SetId`` computes.
+
+    Tags are hashed in byte order; tags ``name=<x>`` (longer than 5 bytes) are skipped, as in the index.
+    """
+    parts = [name, unit, mtype, str(interval)]
+    for t in sorted(tags, key=_tag_sort_key):
+        if len(t) > 5 and t.startswith("name="):
+            continue
+        parts.append(t)
+    digest = hashlib.md5("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{org}.{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class MKey:
+    """A series key: the 16 md5 bytes plus the org (Go ``schema.MKey``)."""
+
+    key: bytes
+    org: int
+
+    def __post_init__(self) -> None:
+        if len(self.key) != 16:
+            raise ValueError(f"MKey needs 16 key bytes, got {len(self.key)}")
+        if not 0 <= self.org <= _U32_MAX:
+            raise ValueError(f"MKey org {self.org} out of uint32 range")
+
+    def __str__(self) -> str:
+        return f"{self.org}.{self.key.hex()}"
+
+    @property
+    def words(self) -> tuple[int, int]:
+        """The key as two little-endian uint64 — the ``k0``/``k1`` fields of decoded point arrays."""
+        k = self.key
+        return int.from_bytes(k[:8], "little"), int.from_bytes(k[8:], "little")
+
+    @classmethod
+    def from_words(cls, k0: int, k1: int, org: int) -> MKey:
+        """Inverse of :attr:`words`, for turning a decoded point row back into a key."""
+        return cls(int(k0).to_bytes(8, "little") + int(k1).to_bytes(8, "little"), int(org))
+
+    @classmethod
+    def parse(cls, s: str) -> MKey:
+        return parse_mkey(s)
+
+
+@lru_cache(maxsize=1 << 16)
+def parse_mkey(s: str) -> MKey:
+    """Parse ``"<org>.<32 hex>"``; raises :class:`DecodeError` (``invalid-id``) otherwise.
+
+    Stricter than Go's ``MKeyFromString`` in one respect: the separator must be a dot (Go does not look at
+    it), so that ``str(parse_mkey(s))`` always denotes the same series as ``s``. Upper-case hex is accepted,
+    as in Go. Cached because the same ids arrive again and again in MetricData messages.
+    """
+    m = _MKEY_RE.fullmatch(s) if type(s) is str else None
+    if m is None:
+        raise DecodeError("invalid-id", f"not an <org>.<32 hex> id: {s!r}")
+    org = int(m.group(1))
+    if org > _U32_MAX:
+        raise DecodeError("invalid-id", f"org out of uint32 range: {s!r}")
+    return MKey(bytes.fromhex(m.group(2)), org)
+
+
+@dataclass(frozen=True, slots=True)
+class AMKey:
+    """A series key plus archive: raw (``method is None``, ``span == 0``) or a rollup ``<method>_<span>``."""
+
+    mkey: MKey
+    method: str | None = None
+    span: int = 0
+
+    RAW_SPAN: ClassVar[int] = 0
+
+    def __post_init__(self) -> None:
+        if self.method is None:
+            if self.span != 0:
+                raise ValueError("a raw AMKey has span 0")
+            return
+        if self.method not in PARSE_METHODS:
+            raise ValueError(f"unknown aggregation method {self.method!r}")
+        if self.span not in _SPAN_SET:
+            raise ValueError(f"span {self.span} is not one Metrictank can encode (see VALID_SPANS)")
+
+    def __str__(self) -> str:
+        if self.method is None:
+            return str(self.mkey)
+        return f"{self.mkey}_{self.method}_{self.span}"
+
+    @property
+    def is_raw(self) -> bool:
+        return self.method is None
+
+    @property
+    def archive_code(self) -> int:
+        """Go's 16-bit ``schema.Archive``: method in the low byte, span code in the high byte; 0 for raw."""
+        if self.method is None:
+            return 0
+        return METHOD_CODES[self.method] | (VALID_SPANS.index(self.span) << 8)
+
+    @classmethod
+    def parse(cls, s: str) -> AMKey:
+        return parse_amkey(s)
+
+
+@lru_cache(maxsize=1 << 16)
+def parse_amkey(s: str) -> AMKey:
+    """Parse an AMKey string as Go's ``AMKeyFromString``: zero underscores (raw) or exactly two."""
+    if type(s) is not str:
+        raise DecodeError("invalid-amkey", f"not a string: {s!r}")
+    n = s.count("_")
+    if n == 0:
+        return AMKey(parse_mkey(s))
+    if n != 2:
+        raise DecodeError("invalid-amkey", f"expected 0 or 2 underscores: {s!r}")
+    ident, method, span = s.split("_")
+    mkey = parse_mkey(ident)
+    if method not in PARSE_METHODS:
+        raise DecodeError("invalid-amkey", f"unknown method {method!r} in {s!r}")
+    if _SPAN_RE.fullmatch(span) is None or int(span) not in _SPAN_SET:
+        raise DecodeError("invalid-amkey", f"invalid span {span!r} in {s!r}")
+    return AMKey(mkey, method, int(span))

@@ -1,0 +1,228 @@
+"""SQLite chunk store: the single-machine default.
+
+Same keys as the Cassandra schema (a table per TTL bucket named like Metrictank's, 28-day row keys,
+`ts` = t0) so data and tools move between the two without translation. SQLite has no cell TTL, so
+each row carries an absolute `expires`; reads ignore expired rows and a periodic prune deletes them.
+One writer thread batches many chunks per transaction (WAL mode): the cost is per transaction, not per
+chunk. Readers use their own connections, which WAL lets run beside the writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from metrictank.schema import ROW_KEY_BUCKET, row_key, row_keys_for_range, table_for_ttl, write_ttl
+from metrictank.store.base import ChunkWrite, Chunks, read_lower_bound
+from metrictank.store.pipeline import QueuedStore
+
+log = logging.getLogger(__name__)
+
+_DDL = (
+    "CREATE TABLE IF NOT EXISTS {t} (key TEXT NOT NULL, ts INTEGER NOT NULL, data BLOB NOT NULL, "
+    "expires INTEGER NOT NULL, PRIMARY KEY (key, ts)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires)",
+)
+_INSERT = "INSERT OR REPLACE INTO {t} (key, ts, data, expires) VALUES (?, ?, ?, ?)"
+_SELECT = "SELECT ts, data FROM {t} WHERE key IN ({marks}) AND ts >= ? AND ts < ? AND expires > ? ORDER BY ts"
+_PRUNE = "DELETE FROM {t} WHERE expires <= ?"
+
+
+class SQLiteStore(QueuedStore):
+    """Chunk store in one SQLite file (WAL), fed by a single batching writer thread."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        write_queues: int = 10,
+        write_queue_size: int = 100_000,
+        batch_size: int = 10_000,
+        ttls: Sequence[int] = (),
+        prune_interval: float = 600.0,
+        retry_base: float = 0.1,
+        retry_max: float = 2.0,
+        synchronous: str = "NORMAL",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(write_queues, write_queue_size)
+        self.path = str(path)
+        self._batch_size = batch_size
+        self._prune_interval = prune_interval
+        self._retry_base = retry_base
+        self._retry_max = retry_max
+        self._clock = clock
+        self._stop = threading.Event()  # writer: give up (abandon) what is left
+        self._tables: set[str] = set()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._local = threading.local()
+        self._extra = {"transactions": 0, "pruned": 0, "batch_max": 0}
+
+        self._conn = self._connect(synchronous)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        for ttl in ttls:
+            self._ensure_table(table_for_ttl(ttl)[0])
+        self._writer = threading.Thread(target=self._run, name="sqlite-store-writer", daemon=True)
+        self._writer.start()
+
+    # -- connections ------------------------------------------------------------------------------
+    def _connect(self, synchronous: str = "NORMAL") -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def _ensure_table(self, table: str) -> None:
+        if table in self._tables:
+            return
+        for stmt in _DDL:
+            self._conn.execute(stmt.format(t=table))
+        self._tables.add(table)
+
+    # -- writing ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        next_prune = time.monotonic() + self._prune_interval
+        while not self._stop.is_set():
+            batch = self._queues.take(self._batch_size, timeout=0.2)
+            if batch:
+                self._write_with_retry(batch)
+            if time.monotonic() >= next_prune:
+                self._prune_logged()
+                next_prune = time.monotonic() + self._prune_interval
+
+    def _write_with_retry(self, batch: list[ChunkWrite]) -> None:
+        attempt = 0
+        while True:
+            try:
+                self._write(batch)
+                return
+            except sqlite3.Error as exc:
+                self._counters["write_errors"] += 1
+                if attempt % 20 == 0:
+                    log.warning("sqlite store: write of %d chunks failed (attempt %d): %s", len(batch), attempt + 1, exc)
+                delay = min(self._retry_max, self._retry_base * (2**attempt))
+                attempt += 1
+                if self._stop.wait(delay):
+                    self._counters["abandoned"] += len(batch)
+                    self._finish(batch, saved=False)
+                    return
+                self._counters["retries"] += len(batch)
+
+    def _write(self, batch: list[ChunkWrite]) -> None:
+        now = int(self._clock())
+        rows: dict[str, list[tuple]] = {}
+        skipped = 0
+        nbytes = 0
+        for w in batch:
+            rel = write_ttl(w.t0, w.span, w.ttl, now)
+            if rel <= 0:
+                skipped += 1
+                continue
+            table = table_for_ttl(w.ttl)[0]
+            r = rows.get(table)
+            if r is None:
+                r = rows[table] = []
+            r.append((row_key(w.amkey, w.t0), w.t0, w.data, now + rel))
+            nbytes += len(w.data)
+        conn = self._conn
+        if rows:
+            for table in rows:
+                self._ensure_table(table)
+            conn.execute("BEGIN")
+            try:
+                for table, r in rows.items():
+                    conn.executemany(_INSERT.format(t=table), r)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self._extra["transactions"] += 1
+        self._extra["batch_max"] = max(self._extra["batch_max"], len(batch))
+        self._counters["saved"] += len(batch) - skipped
+        self._counters["skipped_expired"] += skipped
+        self._counters["bytes_saved"] += nbytes
+        self._finish(batch)
+
+    # -- pruning ----------------------------------------------------------------------------------
+    def prune(self, now: float | None = None) -> int:
+        """Delete expired rows now; returns how many. Runs periodically on the writer thread too."""
+        cutoff = int(self._clock() if now is None else now)
+        conn = self._connect()
+        try:
+            tables = [
+                r[0]
+                for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'metric\\_%' ESCAPE '\\'")
+            ]
+            total = 0
+            for t in tables:
+                total += conn.execute(_PRUNE.format(t=t), (cutoff,)).rowcount
+        finally:
+            conn.close()
+        self._extra["pruned"] += total
+        return total
+
+    def _prune_logged(self) -> None:
+        try:
+            n = self.prune()
+            if n:
+                log.info("sqlite store: pruned %d expired chunks", n)
+        except sqlite3.Error as exc:
+            log.warning("sqlite store: prune failed: %s", exc)
+
+    # -- reading ----------------------------------------------------------------------------------
+    def read(self, amkey: str, ttl: int, start: int, end: int, max_span: int) -> Chunks:
+        """Chunks of `amkey` that may hold points in [start, end), t0 ascending."""
+        if start >= end:
+            return []
+        table = table_for_ttl(ttl)[0]
+        keys = row_keys_for_range(amkey, start, end)
+        lo = read_lower_bound(start, max_span, ROW_KEY_BUCKET)
+        sql = _SELECT.format(t=table, marks=",".join("?" * len(keys)))
+        try:
+            cur = self._reader().execute(sql, (*keys, lo, end, int(self._clock())))
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+        return cur.fetchall()
+
+    def read_many(
+        self, reqs: Sequence[tuple[str, int]], start: int, end: int, max_span: int
+    ) -> dict[str, Chunks]:
+        return {amkey: self.read(amkey, ttl, start, end, max_span) for amkey, ttl in reqs}
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def _extra_stats(self) -> dict:
+        return dict(self._extra)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop accepting, write what is queued for up to `timeout`, then give up on the rest."""
+        if self._closed and not self._writer.is_alive():
+            return
+        self._closed = True
+        self.drain(timeout)
+        self._stop.set()
+        self._writer.join()
+        left = self._queues.close()
+        if left:
+            self._counters["abandoned"] += len(left)
+            self._finish(left, saved=False)
+        self._conn.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
