@@ -1,1 +1,21 @@
-"""api."""
+"""The instance's HTTP API: admin endpoints (Metrictank's `/node`, `/cluster`, ...) and the Graphite query API."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from metrictank import __version__
+from metrictank.api.admin import AdminBackend, admin_router
+
+__all__ = ["create_app"]
+
+
+def create_app(backend: AdminBackend, query_source=None) -> FastAPI:
+    """One FastAPI app per instance. `query_source` (a query.source.SeriesSource factory) mounts the Graphite API."""
+    app = FastAPI(title="metrictank-py", version=__version__, docs_url="/docs", redoc_url=None)
+    app.include_router(admin_router(backend))
+    if query_source is not None:
+        from metrictank.query.http import graphite_router
+
+        app.include_router(graphite_router(query_source))
+    return app

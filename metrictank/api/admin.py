@@ -1,0 +1,140 @@
+"""The admin HTTP API: Metrictank's `/node`, `/`, `/priority`, `/cluster`, plus health, readiness and metrics.
+
+`POST /node primary=true` is checked: promotion is refused (409, every failing reason listed) unless the
+data-complete promotion wait is 0, the persist backlog is consumed, priority <= max-priority and no reachable peer
+sharing a partition is primary. `force=true` overrides and is logged. Demotion stops queuing writes, drains the
+write queue and returns once the persist messages are sent, or says what is left after the timeout.
+
+With `[http] admin-token` set, POST endpoints need `Authorization: Bearer <token>`, compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any, Protocol
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AdminBackend", "admin_router", "parse_go_bool"]
+
+_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
+_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+
+
+def parse_go_bool(value: Any) -> bool:
+    """Go's strconv.ParseBool, which Metrictank uses for `primary`; JSON booleans are accepted too."""
+    if isinstance(value, bool):
+        return value
+    s = str(value)
+    if s in _TRUE:
+        return True
+    if s in _FALSE:
+        return False
+    raise ValueError(f"cannot parse {s!r} as a boolean (use true or false)")
+
+
+class AdminBackend(Protocol):
+    """What the admin API needs from the instance."""
+
+    admin_token: str
+
+    def node_json(self) -> dict: ...
+    def is_ready(self) -> bool: ...
+    def priority_json(self) -> dict: ...
+    def cluster_json(self) -> dict: ...
+    def promote(self, force: bool) -> tuple[bool, list[str]]: ...
+    def demote(self) -> tuple[bool, str]: ...
+    def metrics_text(self) -> bytes: ...
+
+
+async def _fields(request: Request) -> dict[str, Any]:
+    ctype = request.headers.get("content-type", "")
+    if "application/json" in ctype:
+        try:
+            data = json.loads(await request.body() or b"{}")
+        except ValueError:
+            raise _BadRequest("request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise _BadRequest("JSON body must be an object")
+        return data
+    form = await request.form()
+    out: dict[str, Any] = dict(form)
+    out.update({k: v for k, v in request.query_params.items() if k not in out})
+    return out
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def admin_router(backend: AdminBackend) -> APIRouter:
+    r = APIRouter()
+
+    def authorized(request: Request) -> bool:
+        token = backend.admin_token
+        if not token:
+            return True
+        got = request.headers.get("authorization", "")
+        return hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
+
+    @r.get("/", response_class=PlainTextResponse)
+    def index() -> Response:
+        if backend.is_ready():
+            return PlainTextResponse("OK")
+        return PlainTextResponse("node not ready", status_code=503)
+
+    @r.get("/healthz", response_class=PlainTextResponse)
+    def healthz() -> str:
+        return "OK"
+
+    @r.get("/readyz", response_class=PlainTextResponse)
+    def readyz() -> Response:
+        return index()
+
+    @r.get("/node")
+    def get_node() -> dict:
+        return backend.node_json()
+
+    @r.post("/node")
+    async def post_node(request: Request) -> Response:
+        if not authorized(request):
+            return PlainTextResponse(
+                "unauthorized: send Authorization: Bearer <admin-token>", status_code=401
+            )
+        try:
+            fields = await _fields(request)
+        except _BadRequest as e:
+            return PlainTextResponse(str(e), status_code=400)
+        if "primary" not in fields:
+            return PlainTextResponse("missing field: primary", status_code=422)
+        try:
+            primary = parse_go_bool(fields["primary"])
+            force = parse_go_bool(fields.get("force", False))
+        except ValueError as e:
+            return PlainTextResponse(str(e), status_code=400)
+        if primary:
+            ok, reasons = backend.promote(force)
+            if not ok:
+                return JSONResponse({"error": "promotion refused", "reasons": reasons}, status_code=409)
+            return PlainTextResponse("OK")
+        drained, detail = backend.demote()
+        return PlainTextResponse("OK" if drained else f"OK (demoted; {detail})")
+
+    @r.get("/priority")
+    def priority() -> dict:
+        return backend.priority_json()
+
+    @r.get("/cluster")
+    def cluster() -> dict:
+        return backend.cluster_json()
+
+    @r.get("/metrics")
+    def metrics() -> Response:
+        return Response(backend.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return r

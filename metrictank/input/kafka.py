@@ -1,0 +1,339 @@
+"""Kafka consumption for the data topics (`[kafka-mdm-in]`) and shared Kafka helpers.
+
+Like Metrictank, an instance assigns its partitions itself: no consumer group, nothing committed, every instance
+reads the same partitions. Messages are taken in large batches (`consume(num_messages=N)`) because the cost that
+matters in Python is per call; librdkafka is tuned so that its prefetch queue is always full when we ask.
+
+Per partition the consumer keeps what safe promotion needs: the first offset it consumed and that message's
+timestamp (a chunk that began before it was not seen from its start), and the lag samples from which Metrictank's
+priority is derived.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, Message, TopicPartition
+
+from metrictank.config import parse_duration
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "consumer_config",
+    "parse_partitions",
+    "resolve_partitions",
+    "start_offsets",
+    "PartitionTracker",
+    "LagMonitor",
+    "DataConsumer",
+    "Batch",
+]
+
+_msg_value = Message.value
+_msg_partition = Message.partition
+_msg_offset = Message.offset
+_msg_error = Message.error
+
+
+def consumer_config(
+    brokers: str, extra: str = "", fetch_max_wait: float = 0.1, client_id: str = "mt"
+) -> dict:
+    """librdkafka settings for throughput-oriented, group-less consumption.
+
+    `fetch.queue.backoff.ms` defaults to 1 s in recent librdkafka: when the prefetch queue is full the fetcher
+    sleeps that long, which caps a fast consumer at the queue size per second. We keep the queue large and the
+    back-off short.
+    """
+    cfg = {
+        "bootstrap.servers": brokers,
+        "group.id": f"{client_id}-nogroup",  # required by the client; never joined (we assign), never committed
+        "client.id": client_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": False,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": max(1, int(fetch_max_wait * 1000)),
+        "fetch.min.bytes": 1,
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": 8 * 1024 * 1024,
+        "queued.min.messages": 200000,
+        "queued.max.messages.kbytes": 256 * 1024,
+        "fetch.queue.backoff.ms": 10,
+        "log_level": 3,
+    }
+    for item in filter(None, (s.strip() for s in extra.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"kafka option {item!r} is not key=value")
+        cfg[key.strip()] = value.strip()
+    return cfg
+
+
+def parse_partitions(spec: str) -> list[int] | None:
+    """`*` means every partition (None); otherwise a sorted list of partition numbers."""
+    spec = spec.strip()
+    if spec == "*":
+        return None
+    return sorted({int(p) for p in spec.split(",") if p.strip()})
+
+
+def resolve_partitions(
+    consumer: Consumer, topics: Sequence[str], wanted: list[int] | None, timeout: float = 10.0
+) -> list[int]:
+    """The partitions to consume, checked against the broker; all data topics must agree on the count."""
+    deadline = time.monotonic() + timeout
+    counts: dict[str, int] = {}
+    while True:
+        md = consumer.list_topics(timeout=max(0.1, deadline - time.monotonic()))
+        missing = [
+            t
+            for t in topics
+            if t not in md.topics or md.topics[t].error is not None or not md.topics[t].partitions
+        ]
+        if not missing:
+            counts = {t: len(md.topics[t].partitions) for t in topics}
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"kafka topics not available: {', '.join(missing)}")
+        time.sleep(0.2)
+    if len(set(counts.values())) != 1:
+        raise RuntimeError(f"data topics have different partition counts: {counts}")
+    n = next(iter(counts.values()))
+    if wanted is None:
+        return list(range(n))
+    bad = [p for p in wanted if p >= n]
+    if bad:
+        raise RuntimeError(f"kafka-mdm-in.partitions: {bad} do not exist (topics have {n} partitions)")
+    return wanted
+
+
+def start_offsets(
+    consumer: Consumer,
+    topics: Sequence[str],
+    partitions: Sequence[int],
+    offset: str,
+    now: float | None = None,
+) -> list[TopicPartition]:
+    """TopicPartitions positioned at `oldest`, `newest` or `now - duration` (falling back to oldest)."""
+    if offset == "oldest":
+        return [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in partitions]
+    if offset == "newest":
+        return [TopicPartition(t, p, OFFSET_END) for t in topics for p in partitions]
+    ago = parse_duration(offset)
+    ts_ms = int(((time.time() if now is None else now) - ago) * 1000)
+    query = [TopicPartition(t, p, ts_ms) for t in topics for p in partitions]
+    try:
+        found = consumer.offsets_for_times(query, timeout=10)
+    except Exception as e:  # noqa: BLE001 - any lookup failure falls back, as Metrictank does
+        log.warning("offset lookup for %s failed (%s); starting from oldest", offset, e)
+        return [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in partitions]
+    out = []
+    for tp in found:
+        if tp.error is not None:
+            log.warning(
+                "offset lookup for %s[%d] failed (%s); starting from oldest", tp.topic, tp.partition, tp.error
+            )
+            out.append(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
+        elif tp.offset < 0:  # no message at or after the time: start at the end
+            out.append(TopicPartition(tp.topic, tp.partition, OFFSET_END))
+        else:
+            out.append(TopicPartition(tp.topic, tp.partition, tp.offset))
+    return out
+
+
+@dataclass
+class PartitionTracker:
+    """Per partition: the first offset consumed (and its message time) and the newest offset consumed."""
+
+    partitions: list[int]
+    first_offset: dict[int, int] = field(default_factory=dict)
+    first_ts: dict[int, float] = field(default_factory=dict)  # seconds; message timestamp of first_offset
+    log_start: dict[int, int] = field(default_factory=dict)  # low watermark when consumption began
+    last_offset: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def all_started(self) -> bool:
+        return len(self.first_offset) == len(self.partitions)
+
+    def observe_first(self, msgs: Sequence[Message]) -> list[int]:
+        """Record first offsets for partitions seen for the first time; returns those partitions."""
+        new = []
+        for m in msgs:
+            p = m.partition()
+            if p not in self.first_offset and m.error() is None:
+                self.first_offset[p] = m.offset()
+                _, ts_ms = m.timestamp()
+                self.first_ts[p] = ts_ms / 1000.0 if ts_ms > 0 else time.time()
+                new.append(p)
+                if self.all_started:
+                    break
+        return new
+
+    def from_log_start(self, p: int) -> bool:
+        """Consumption of p began at the very start of its log: nothing was missed."""
+        return self.first_offset.get(p, -1) == 0 or (
+            p in self.log_start and self.first_offset.get(p, -1) == self.log_start[p] == 0
+        )
+
+
+class LagMonitor:
+    """Metrictank's priority: roughly the seconds of Kafka lag, from the last 10 one-second samples.
+
+    Per partition lag = min over the samples of (high watermark - read offset); rate = growth of the high
+    watermark per second over the samples; priority = lag / rate, lag itself when the rate is 0, and 10000
+    while nothing is known.
+    """
+
+    UNKNOWN = 10000
+
+    def __init__(self, partitions: Sequence[int], window: int = 10) -> None:
+        self.partitions = list(partitions)
+        self._samples: dict[int, deque[tuple[float, int, int]]] = {
+            p: deque(maxlen=window) for p in self.partitions
+        }
+
+    def sample(self, p: int, now: float, high: int, read: int) -> None:
+        """`read` is the next offset to read (last consumed + 1)."""
+        self._samples[p].append((now, high, read))
+
+    def lag(self, p: int) -> int | None:
+        s = self._samples.get(p)
+        if not s:
+            return None
+        return max(0, min(h - r for _, h, r in s))
+
+    def partition_priority(self, p: int) -> int:
+        s = self._samples.get(p)
+        if not s:
+            return self.UNKNOWN
+        lag = self.lag(p) or 0
+        if len(s) < 2:
+            return lag
+        dt = s[-1][0] - s[0][0]
+        rate = (s[-1][1] - s[0][1]) / dt if dt > 0 else 0.0
+        if rate <= 0:
+            return lag
+        return int(lag / rate)
+
+    def priority(self) -> int:
+        if not self.partitions:
+            return 0
+        return max(self.partition_priority(p) for p in self.partitions)
+
+
+@dataclass
+class Batch:
+    """One consume() call's worth of data messages."""
+
+    values: list[bytes]
+    messages: list[Message]
+    errors: int = 0
+
+    def partition_of(self, i: int) -> int:
+        return self.messages[i].partition()
+
+
+class DataConsumer:
+    """Consumes the data topics in large batches; owns partition tracking and lag sampling."""
+
+    def __init__(
+        self,
+        brokers: str,
+        topics: Sequence[str],
+        partitions: list[int] | None,
+        offset: str,
+        batch_size: int = 20000,
+        fetch_max_wait: float = 0.1,
+        extra_options: str = "",
+        client_id: str = "mt",
+        consumer_factory: Callable[[dict], Consumer] = Consumer,
+    ) -> None:
+        self.topics = list(topics)
+        self.batch_size = batch_size
+        self._consumer = consumer_factory(consumer_config(brokers, extra_options, fetch_max_wait, client_id))
+        self.partitions = resolve_partitions(self._consumer, self.topics, partitions)
+        self.tracker = PartitionTracker(self.partitions)
+        self.lag = LagMonitor(self.partitions)
+        self.offset = offset
+        self.transport_errors = 0
+        self._last_sample = 0.0
+        self._assigned = False
+
+    def start(self) -> None:
+        """Assign the partitions at their start offsets (called after the persist backlog is applied)."""
+        tps = start_offsets(self._consumer, self.topics, self.partitions, self.offset)
+        for p in self.partitions:
+            try:
+                low, _high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topics[0], p), timeout=5
+                )
+                self.tracker.log_start[p] = low
+            except Exception:  # noqa: BLE001 - only informative
+                pass
+        self._consumer.assign(tps)
+        self._assigned = True
+        log.info("consuming %s partitions %s from %s", ",".join(self.topics), self.partitions, self.offset)
+
+    def poll(self, timeout: float = 0.1) -> Batch:
+        """One batch of up to batch_size messages (possibly empty)."""
+        msgs = self._consumer.consume(num_messages=self.batch_size, timeout=timeout)
+        values = list(map(_msg_value, msgs))
+        errors = 0
+        if None in values:  # error events carry no value; they are rare, so scan only then
+            good = []
+            for m in msgs:
+                err = m.error()
+                if err is None:
+                    good.append(m)
+                elif err.code() != KafkaError._PARTITION_EOF:
+                    errors += 1
+                    log.warning("kafka consume error: %s", err)
+            msgs = good
+            values = list(map(_msg_value, msgs))
+            values = [v if v is not None else b"" for v in values]
+        self.transport_errors += errors
+        if msgs and not self.tracker.all_started:
+            self.tracker.observe_first(msgs)
+        return Batch(values=values, messages=msgs, errors=errors)
+
+    def sample_lag(self, now: float | None = None, every: float = 1.0) -> None:
+        """Take one lag sample per partition at most once a second (cheap: cached watermarks, positions)."""
+        now = time.monotonic() if now is None else now
+        if not self._assigned or now - self._last_sample < every:
+            return
+        self._last_sample = now
+        tps = [TopicPartition(self.topics[0], p) for p in self.partitions]
+        try:
+            positions = self._consumer.position(tps)
+        except Exception:  # noqa: BLE001
+            return
+        for tp in positions:
+            try:
+                _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            except Exception:  # noqa: BLE001
+                continue
+            if high is None or high < 0:
+                continue
+            read = tp.offset
+            if read < 0:  # nothing consumed yet
+                read = self.tracker.first_offset.get(tp.partition, high)
+            self.tracker.last_offset[tp.partition] = read - 1
+            self.lag.sample(tp.partition, now, high, read)
+
+    def watermarks(self, timeout: float = 5.0) -> dict[int, tuple[int, int]]:
+        """Low and high watermarks per partition from the broker."""
+        out = {}
+        for p in self.partitions:
+            out[p] = self._consumer.get_watermark_offsets(TopicPartition(self.topics[0], p), timeout=timeout)
+        return out
+
+    def close(self) -> None:
+        try:
+            self._consumer.close()
+        except Exception:  # noqa: BLE001
+            pass
