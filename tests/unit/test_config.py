@@ -1,0 +1,107 @@
+"""Configuration: defaults, TOML file, MT_ overrides, errors that name the key, generated reference."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from metrictank.cli import main
+from metrictank.config import OPTIONS, ConfigError, env_name, load_config, parse_duration, reference_markdown
+
+
+def test_defaults_follow_metrictank_names():
+    cfg = load_config(env={})
+    assert cfg.kafka_mdm_in.topics == "mdm"
+    assert cfg.kafka_mdm_in.offset == "newest"
+    assert cfg.kafka_cluster.topic == "metricpersist"
+    assert cfg.cluster.max_priority == 10
+    assert cfg.cluster.primary_node is False
+    assert cfg.store.backend == "sqlite"
+
+
+def test_file_then_env_override(tmp_path: Path):
+    f = tmp_path / "mt.toml"
+    f.write_text('instance = "mt1"\n[cluster]\nprimary-node = true\nwarm-up-period = "2m"\n[kafka-mdm-in]\nbrokers = "a:1"\n')
+    cfg = load_config(f, env={"MT_KAFKA_MDM_IN_BROKERS": "b:2", "MT_CLUSTER_MAX_PRIORITY": "3"})
+    assert cfg.instance == "mt1"
+    assert cfg.cluster.primary_node is True
+    assert cfg.cluster.warm_up_period == 120
+    assert cfg.kafka_mdm_in.brokers == "b:2"
+    assert cfg.cluster.max_priority == 3
+    assert cfg.origins["kafka-mdm-in.brokers"] == "env MT_KAFKA_MDM_IN_BROKERS"
+    assert cfg.origins["cluster.primary-node"] == "file"
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("[cluster]\nprimary-nod = true\n", "cluster.primary-nod"),
+        ("[clusterr]\nx = 1\n", "clusterr"),
+        ("[cluster]\nmax-priority = \"high\"\n", "cluster.max-priority"),
+        ("[kafka-mdm-in]\noffset = \"yesterday\"\n", "kafka-mdm-in.offset"),
+        ("[kafka-mdm-in]\npartitions = \"1,x\"\n", "kafka-mdm-in.partitions"),
+        ("[store]\nbackend = \"mysql\"\n", "store.backend"),
+        ("[http]\nlisten = \"6060\"\n", "http.listen"),
+        ("bogus = 1\n", "bogus"),
+        ("[cluster\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[")):
+        load_config(f, env={})
+
+
+def test_bad_env_override_names_the_variable():
+    with pytest.raises(ConfigError, match="MT_CLUSTER_WARM_UP_PERIOD"):
+        load_config(env={"MT_CLUSTER_WARM_UP_PERIOD": "soon"})
+
+
+def test_durations():
+    assert parse_duration("90s") == 90
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("500ms") == 0.5
+    assert parse_duration(7) == 7
+    for bad in ("", "1x", "h", "-5s", True):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_env_names():
+    assert env_name("kafka-mdm-in", "brokers") == "MT_KAFKA_MDM_IN_BROKERS"
+    assert env_name("", "instance") == "MT_INSTANCE"
+
+
+def test_show_masks_token():
+    cfg = load_config(env={"MT_HTTP_ADMIN_TOKEN": "s3cret"})
+    assert cfg.http.admin_token == "s3cret"
+    assert "s3cret" not in cfg.to_toml()
+
+
+def test_show_roundtrips_through_load(tmp_path: Path):
+    cfg = load_config(env={"MT_CLUSTER_WARM_UP_PERIOD": "90s", "MT_INSTANCE": "x1"})
+    f = tmp_path / "shown.toml"
+    f.write_text(cfg.to_toml())
+    again = load_config(f, env={})
+    assert again.as_dict() == cfg.as_dict()
+
+
+def test_reference_covers_every_option_and_is_current():
+    ref = reference_markdown()
+    for opt in OPTIONS:
+        assert f"`{env_name(opt.section, opt.key)}`" in ref
+    doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    assert doc.read_text().strip() == ref.strip(), "run: metrictank config doc > docs/configuration.md"
+
+
+def test_cli_config_check(tmp_path: Path):
+    good = tmp_path / "good.toml"
+    good.write_text("[cluster]\nprimary-node = true\n")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[cluster]\nprimary = true\n")
+    r = CliRunner().invoke(main, ["config", "check", str(good)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["config", "check", str(bad)])
+    assert r.exit_code == 2
+    assert "cluster.primary" in r.output
