@@ -1,1 +1,103 @@
-"""schema."""
+"""Metrictank-compatible wire formats and keys: ids, partitioning, Kafka messages, persist messages,
+Cassandra keys. Everything here is pure (no I/O) so that every other layer can share one definition."""
+
+from .control import (
+    OP_ARCHIVE,
+    OP_NAMES,
+    OP_REMOVE,
+    OP_RESTORE,
+    ControlMsg,
+    MetricDefinition,
+    decode_control,
+    encode_control,
+)
+from .errors import DecodeError
+from .ids import (
+    AGG_METHODS,
+    VALID_SPANS,
+    AMKey,
+    MKey,
+    parse_amkey,
+    parse_mkey,
+    series_id,
+)
+from .keys import (
+    ROW_KEY_BUCKET,
+    agg_boundaries,
+    agg_boundary,
+    read_lower_bound,
+    row_key,
+    row_keys_for_range,
+    table_for_ttl,
+    write_ttl,
+)
+from .metricdata import MetricData, decode_metricdata, encode_metricdata
+from .partition import METHODS as PARTITION_METHODS
+from .partition import partition, partition_many
+from .persist import decode_persist, encode_persist
+from .points import (
+    BATCH_ERROR_REASONS,
+    FORMAT_INDEX_CONTROL,
+    FORMAT_METRIC_POINT,
+    FORMAT_METRIC_POINT_ARRAY,
+    FORMAT_METRIC_POINT_WITHOUT_ORG,
+    POINT_DTYPE,
+    DecodedBatch,
+    classify_and_decode,
+    encode_metricpoint,
+    encode_metricpoint_array,
+    encode_metricpoint_array_np,
+    encode_metricpoints_many,
+)
+from .validate import MTYPES, VALIDATION_REASONS, eat_dots, validate_metricdata
+
+__all__ = [
+    "AGG_METHODS",
+    "AMKey",
+    "BATCH_ERROR_REASONS",
+    "ControlMsg",
+    "DecodeError",
+    "DecodedBatch",
+    "FORMAT_INDEX_CONTROL",
+    "FORMAT_METRIC_POINT",
+    "FORMAT_METRIC_POINT_ARRAY",
+    "FORMAT_METRIC_POINT_WITHOUT_ORG",
+    "MKey",
+    "MTYPES",
+    "MetricData",
+    "MetricDefinition",
+    "OP_ARCHIVE",
+    "OP_NAMES",
+    "OP_REMOVE",
+    "OP_RESTORE",
+    "PARTITION_METHODS",
+    "POINT_DTYPE",
+    "ROW_KEY_BUCKET",
+    "VALIDATION_REASONS",
+    "VALID_SPANS",
+    "agg_boundaries",
+    "agg_boundary",
+    "classify_and_decode",
+    "decode_control",
+    "decode_metricdata",
+    "decode_persist",
+    "eat_dots",
+    "encode_control",
+    "encode_metricdata",
+    "encode_metricpoint",
+    "encode_metricpoint_array",
+    "encode_metricpoint_array_np",
+    "encode_metricpoints_many",
+    "encode_persist",
+    "parse_amkey",
+    "parse_mkey",
+    "partition",
+    "partition_many",
+    "read_lower_bound",
+    "row_key",
+    "row_keys_for_range",
+    "series_id",
+    "table_for_ttl",
+    "validate_metricdata",
+    "write_ttl",
+]

@@ -39,13 +39,13 @@ def _tag_sort_key(tag: str) -> bytes:
     return tag.encode("utf-8", "surrogateescape")
 
 
-def series_id(org: int, name: str, unit: str, mtype: str, interval: int, tags: list[str]) -> str:
+def series_id(org: int, name: str, unit: str, mtype: str, interval: int, tags: list[str] | None) -> str:
     """The id ``"<org>.<md5 hex>"`` Metrictank's ``MetricDefinition.SetId`` computes.
 
     Tags are hashed in byte order; tags ``name=<x>`` (longer than 5 bytes) are skipped, as in the index.
     """
     parts = [name, unit, mtype, str(interval)]
-    for t in sorted(tags, key=_tag_sort_key):
+    for t in sorted(tags or (), key=_tag_sort_key):
         if len(t) > 5 and t.startswith("name="):
             continue
         parts.append(t)

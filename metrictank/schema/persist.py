@@ -1,0 +1,125 @@
+"""Persist notifications of the ``metricpersist`` topic (spec section 6).
+
+``0x01`` + compact JSON + ``"\\n"``, written the way Go's ``encoding/json`` writes it: field order
+``instance, saved_chunks`` and ``key, t0``, and Go's string escaping (``<``, ``>``, ``&``, U+2028/U+2029 as
+``\\u00XX``-style escapes). Go nodes only need to *parse* our messages, but byte identity keeps the golden
+vector honest and makes mixed-cluster captures diffable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from .errors import DecodeError
+
+PERSIST_MESSAGE_BATCH_V1 = 0x01
+_U32_MAX = 0xFFFFFFFF
+
+# What Go's encodeState.string escapes, besides passing other non-ASCII through as UTF-8.
+_GO_ESCAPE_RE = re.compile('[\\x00-\\x1f"\\\\<>&\u2028\u2029\ud800-\udfff]')
+_GO_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    c = m.group()
+    e = _GO_ESCAPES.get(c)
+    if e is not None:
+        return e
+    o = ord(c)
+    if 0xD800 <= o <= 0xDFFF:
+        return "\\ufffd"  # Go replaces invalid UTF-8 (our surrogate escapes) with an escaped U+FFFD
+    return f"\\u{o:04x}"  # other control characters, including \b and \f (Go before 1.22)
+
+
+def go_json_string(s: str) -> str:
+    """A JSON string literal exactly as Go's ``encoding/json`` (HTML-safe escaping) writes it."""
+    return '"' + _GO_ESCAPE_RE.sub(_escape_char, s) + '"'
+
+
+def encode_persist(instance: str, saved: list[tuple[str, int]]) -> bytes:
+    """``0x01{"instance":..,"saved_chunks":[{"key":..,"t0":..},..]}\\n`` (Go ``PersistMessageBatch``)."""
+    chunks = []
+    for key, t0 in saved:
+        if type(t0) is not int and not hasattr(t0, "__index__"):
+            raise TypeError(f"t0 must be an integer, got {type(t0).__name__}")
+        t0 = int(t0)
+        if not 0 <= t0 <= _U32_MAX:
+            raise ValueError(f"t0 {t0} out of uint32 range")
+        chunks.append(f'{{"key":{go_json_string(str(key))},"t0":{t0}}}')
+    body = f'{{"instance":{go_json_string(instance)},"saved_chunks":[{",".join(chunks)}]}}\n'
+    return b"\x01" + body.encode("utf-8")
+
+
+def _field(obj: dict, name: str) -> object:
+    """Go's json matches struct fields exactly first, then case-insensitively."""
+    if name in obj:
+        return obj[name]
+    found = None
+    for k, v in obj.items():
+        if k.lower() == name:
+            found = v  # Go keeps the last matching key
+    return found
+
+
+def decode_persist(b: bytes) -> tuple[str, list[tuple[str, int]]]:
+    """Parse a persist message into ``(instance, [(amkey string, t0), ...])``.
+
+    AMKeys are returned as sent (not parsed): Go skips an unparseable key individually, and so should the
+    caller (``AMKey.parse`` raises ``DecodeError``). Raises :class:`DecodeError` for garbage, an unknown
+    version byte, or a t0 that is not a uint32.
+    """
+    if not b:
+        raise DecodeError("empty", "empty persist message")
+    if b[0] != PERSIST_MESSAGE_BATCH_V1:
+        raise DecodeError("unknown-version", f"persist message version {b[0]}")
+    try:
+        # Go's decoder replaces invalid UTF-8 with U+FFFD instead of failing.
+        obj = json.loads(bytes(b[1:]).decode("utf-8", "replace"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:
+        raise DecodeError("invalid-json", str(e)) from None
+    if type(obj) is not dict:
+        raise DecodeError("invalid-json", "expected an object")
+    instance = _field(obj, "instance")
+    if instance is None:
+        instance = ""
+    if type(instance) is not str:
+        raise DecodeError("invalid-json", "instance: expected a string")
+    raw = _field(obj, "saved_chunks")
+    if raw is None:
+        raw = []
+    if type(raw) is not list:
+        raise DecodeError("invalid-json", "saved_chunks: expected an array")
+    saved: list[tuple[str, int]] = []
+    for c in raw:
+        if c is None:
+            c = {}  # Go decodes null into a zero SavedChunk
+        if type(c) is not dict:
+            raise DecodeError("invalid-json", "saved chunk: expected an object")
+        key = _field(c, "key")
+        t0 = _field(c, "t0")
+        if key is None:
+            key = ""
+        if t0 is None:
+            t0 = 0
+        if type(key) is not str:
+            raise DecodeError("invalid-json", "key: expected a string")
+        if type(t0) is not int or not 0 <= t0 <= _U32_MAX:
+            raise DecodeError("invalid-json", f"t0: expected a uint32, got {t0!r}")
+        saved.append((key, t0))
+    return instance, saved
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
