@@ -7,8 +7,8 @@
  *   0x00  Series4h bitstream                     (read only)
  *
  * The bit order is MSB first, the last byte is zero padded.  The Python wrapper
- * guarantees argument types: uint32 arrays for timestamps and t0s, float64 for
- * values, int64 for counts (only the item sizes are checked here).
+ * converts arguments: uint32 arrays for timestamps and t0s, float64 for values,
+ * int64 for counts; the exact buffer types are checked here (see get_vec).
  *
  * Speed notes: the writer keeps pending bits in a 64-bit accumulator and flushes
  * 32 bits at a time; the reader copies the payload into a zero-padded scratch
@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define PAD 40
 
@@ -289,8 +290,26 @@ typedef struct {
     size_t n, cap;
 } out_t;
 
-static int out_grow(out_t *o) {
-    size_t cap = o->cap ? o->cap * 2 : 1024;
+/* Fresh output memory costs a page fault per 4 KiB page, which for a large batch
+ * took longer than the decoding itself; asking for transparent huge pages (where
+ * the kernel allows it, e.g. THP mode "madvise") cuts that to one per 2 MiB. */
+#define HUGE_MIN_POINTS ((size_t)1 << 18)
+
+static void advise_huge(void *p, size_t len) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+    uintptr_t e = ((uintptr_t)p + len) & ~(huge - 1);
+    if (e > a) (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)len;
+#endif
+}
+
+/* Resizes the output to `cap` points (grow or shrink); on failure it is unchanged. */
+static int out_reserve(out_t *o, size_t cap) {
+    if (cap == 0) cap = 1;
     uint32_t *ts = realloc(o->ts, cap * sizeof(uint32_t));
     if (ts == NULL) return E_NOMEM;
     o->ts = ts;
@@ -298,8 +317,14 @@ static int out_grow(out_t *o) {
     if (vb == NULL) return E_NOMEM;
     o->vb = vb;
     o->cap = cap;
+    if (cap >= HUGE_MIN_POINTS) {
+        advise_huge(o->ts, cap * sizeof(uint32_t));
+        advise_huge(o->vb, cap * sizeof(uint64_t));
+    }
     return OK;
 }
+
+static int out_grow(out_t *o) { return out_reserve(o, o->cap * 2); }
 
 static void out_free(out_t *o) {
     free(o->ts);
@@ -309,8 +334,8 @@ static void out_free(out_t *o) {
 }
 
 /* After an end marker ending at `pos`, only the zero padding of the last byte may follow. */
-static inline int check_tail(const uint8_t *buf, uint64_t pos, uint64_t total) {
-    if (total - pos >= 8) return E_TRAILING;
+static inline int check_tail(const uint8_t *buf, uint64_t pos, uint64_t total, uint64_t max) {
+    if (total - pos > max) return E_TRAILING;
     if (pos < total && (PEEK(buf, pos) >> (64 - (total - pos))) != 0) return E_TRAILING;
     return OK;
 }
@@ -378,7 +403,7 @@ static int decode_long(const uint8_t *buf, size_t len, uint32_t t0, out_t *o) {
             pos += 5;
             if (pos > total) return E_TRUNC;
             o->n = n;
-            return check_tail(buf, pos, total);
+            return check_tail(buf, pos, total, 7);
         }
         if (first) {
             t += delta;
@@ -436,31 +461,17 @@ static int decode_4h(const uint8_t *buf, size_t len, out_t *o) {
     unsigned L = 0, T = 0;
     int wset = 0;
     size_t n = o->n;
-    /* first point: 14-bit delta and a raw value */
+    /* first point: 14-bit delta and a raw value.  Like Metrictank, a stream too
+     * short for one is read as empty, which is only valid with an end marker
+     * (the marker's trailing zero bit is checked as part of the padding). */
+    if (pos + 78 > total) {
+        int32_t d;
+        unsigned adv;
+        if (read_dod4h(buf, pos, total, &d, &adv) != 0 || pos + adv + 1 > total) return E_TRUNC;
+        return check_tail(buf, pos + adv, total, 8);
+    }
     uint32_t delta = (uint32_t)(PEEK(buf, pos) >> 50);
     pos += 14;
-    if (pos + 64 > total) {
-        /* no point at all: only valid as an end marker right after t0 */
-        pos -= 14;
-        int32_t d;
-        unsigned adv;
-        int r = read_dod4h(buf, pos, total, &d, &adv);
-        if (r != 0) return E_TRUNC;
-        pos += adv + 1;
-        if (pos > total) return E_TRUNC;
-        return check_tail(buf, pos, total);
-    }
-    {
-        /* A stream holding no points is t0 + end marker; tell it apart from a
-         * first point by looking for the marker right after t0. */
-        int32_t d;
-        unsigned adv;
-        if (read_dod4h(buf, 32, total, &d, &adv) == 0) {
-            pos = 32 + adv + 1;
-            if (pos > total) return E_TRUNC;
-            return check_tail(buf, pos, total);
-        }
-    }
     val = read_bits(buf, pos, 64);
     pos += 64;
     {
@@ -468,7 +479,7 @@ static int decode_4h(const uint8_t *buf, size_t len, out_t *o) {
          * if the next delta would be negative, the first delta wrapped. */
         int32_t d;
         unsigned adv;
-        if (read_dod4h(buf, pos, total, &d, &adv) == 1 && d + (int32_t)delta < 0) delta += 16384;
+        if (read_dod4h(buf, pos, total, &d, &adv) == 1 && (int32_t)((uint32_t)d + delta) < 0) delta += 16384;
     }
     uint64_t t = t0 + delta;
     if (t == 0 || t > 0xffffffffu) return E_TS_RANGE;
@@ -483,10 +494,10 @@ static int decode_4h(const uint8_t *buf, size_t len, out_t *o) {
         if (r < 0) return E_TRUNC;
         pos += adv;
         if (r == 0) {
-            pos += 1; /* the marker's final zero bit */
-            if (pos > total) return E_TRUNC;
+            /* the marker's final zero bit is checked as part of the padding */
+            if (pos + 1 > total) return E_TRUNC;
             o->n = n;
-            return check_tail(buf, pos, total);
+            return check_tail(buf, pos, total, 8);
         }
         delta += (uint32_t)dod;
         if (delta == 0) return E_TS_ORDER;
@@ -544,7 +555,18 @@ static int decode_blob(const uint8_t *blob, size_t len, uint32_t t0, scratch_t *
 /* Argument helpers                                                          */
 
 static int get_u32(PyObject *o, uint32_t *out, const char *what) {
-    unsigned long long v = PyLong_AsUnsignedLongLong(o);
+    unsigned long long v;
+    if (PyLong_CheckExact(o)) {
+        v = PyLong_AsUnsignedLongLong(o);
+    } else {
+        PyObject *ix = PyNumber_Index(o);
+        if (ix == NULL) {
+            v = (unsigned long long)-1;
+        } else {
+            v = PyLong_AsUnsignedLongLong(ix);
+            Py_DECREF(ix);
+        }
+    }
     if (v == (unsigned long long)-1 && PyErr_Occurred()) {
         PyErr_Clear();
         PyErr_Format(ChunkError, "%s must be an integer in [0, 2**32)", what);
@@ -558,10 +580,19 @@ static int get_u32(PyObject *o, uint32_t *out, const char *what) {
     return 0;
 }
 
-static int get_vec(PyObject *o, Py_buffer *b, Py_ssize_t itemsize, const char *what) {
-    if (PyObject_GetBuffer(o, b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
-    if (b->itemsize != itemsize || b->ndim > 1) {
-        PyErr_Format(PyExc_TypeError, "%s: expected a 1-d buffer of %zd-byte items", what, itemsize);
+/* Vector arguments must be 1-d, C-contiguous, native-endian buffers whose struct
+ * format is one of `codes` (e.g. "I" for uint32): anything else raises TypeError,
+ * which the Python wrapper answers by converting (checked) and calling again. */
+static int get_vec(PyObject *o, Py_buffer *b, Py_ssize_t itemsize, const char *codes, const char *what) {
+    if (PyObject_GetBuffer(o, b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s: expected a contiguous buffer", what);
+        return -1;
+    }
+    const char *f = b->format ? b->format : "B";
+    if (*f == '@' || *f == '=' || (*f == '<' && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)) f++;
+    if (b->itemsize != itemsize || b->ndim != 1 || f[0] == '\0' || f[1] != '\0' || strchr(codes, f[0]) == NULL) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a 1-d array of type %s", what, codes);
         PyBuffer_Release(b);
         return -1;
     }
@@ -580,8 +611,8 @@ static PyObject *py_encode(PyObject *self, PyObject *const *args, Py_ssize_t nar
     if (get_u32(args[0], &t0, "t0") < 0 || get_u32(args[1], &code, "span code") < 0) return NULL;
     if (code >= 32) return raise_code(E_SPANCODE, -1);
     Py_buffer bt, bv;
-    if (get_vec(args[2], &bt, 4, "ts") < 0) return NULL;
-    if (get_vec(args[3], &bv, 8, "values") < 0) {
+    if (get_vec(args[2], &bt, 4, "I", "ts") < 0) return NULL;
+    if (get_vec(args[3], &bv, 8, "d", "values") < 0) {
         PyBuffer_Release(&bt);
         return NULL;
     }
@@ -624,17 +655,17 @@ static PyObject *py_encode_many(PyObject *self, PyObject *const *args, Py_ssize_
     if (get_u32(args[1], &code, "span code") < 0) return NULL;
     if (code >= 32) return raise_code(E_SPANCODE, -1);
     Py_buffer b0, bc, bt, bv;
-    if (get_vec(args[0], &b0, 4, "t0s") < 0) return NULL;
-    if (get_vec(args[2], &bc, 8, "counts") < 0) {
+    if (get_vec(args[0], &b0, 4, "I", "t0s") < 0) return NULL;
+    if (get_vec(args[2], &bc, 8, "lq", "counts") < 0) {
         PyBuffer_Release(&b0);
         return NULL;
     }
-    if (get_vec(args[3], &bt, 4, "ts") < 0) {
+    if (get_vec(args[3], &bt, 4, "I", "ts") < 0) {
         PyBuffer_Release(&b0);
         PyBuffer_Release(&bc);
         return NULL;
     }
-    if (get_vec(args[4], &bv, 8, "values") < 0) {
+    if (get_vec(args[4], &bv, 8, "d", "values") < 0) {
         PyBuffer_Release(&b0);
         PyBuffer_Release(&bc);
         PyBuffer_Release(&bt);
@@ -721,29 +752,6 @@ done:
 /* ------------------------------------------------------------------------- */
 /* decode(t0, blob) -> (RawBuf ts_u32, RawBuf values_f64)                     */
 
-static PyObject *wrap_outputs(out_t *o, PyObject *counts) {
-    /* shrink to fit; a failed shrink keeps the larger block */
-    size_t n = o->n;
-    if (n && n < o->cap) {
-        uint32_t *ts = realloc(o->ts, n * sizeof(uint32_t));
-        if (ts) o->ts = ts;
-        uint64_t *vb = realloc(o->vb, n * sizeof(uint64_t));
-        if (vb) o->vb = vb;
-    }
-    PyObject *pt = rawbuf_new(o->ts, (Py_ssize_t)(n * sizeof(uint32_t)));
-    o->ts = NULL;
-    PyObject *pv = rawbuf_new(o->vb, (Py_ssize_t)(n * sizeof(uint64_t)));
-    o->vb = NULL;
-    if (pt == NULL || pv == NULL) {
-        Py_XDECREF(pt);
-        Py_XDECREF(pv);
-        Py_XDECREF(counts);
-        return NULL;
-    }
-    if (counts) return PyTuple_Pack(3, counts, pt, pv) ? (Py_DECREF(counts), Py_DECREF(pt), Py_DECREF(pv), NULL) : NULL;
-    return NULL;
-}
-
 static int get_blob(PyObject *obj, Py_buffer *b) {
     return PyObject_GetBuffer(obj, b, PyBUF_SIMPLE);
 }
@@ -758,15 +766,13 @@ static PyObject *py_decode(PyObject *self, PyObject *const *args, Py_ssize_t nar
     Py_buffer bb;
     if (get_blob(args[1], &bb) < 0) return NULL;
     out_t o = {NULL, NULL, 0, 0};
-    size_t guess = (size_t)bb.len + 16;
-    o.ts = malloc(guess * sizeof(uint32_t));
-    o.vb = malloc(guess * sizeof(uint64_t));
-    if (o.ts == NULL || o.vb == NULL) {
+    /* a point takes >= 2 bits: small blobs get their exact bound, large ones grow */
+    size_t guess = bb.len <= 4096 ? (size_t)bb.len * 4 + 2 : (size_t)bb.len + 16;
+    if (out_reserve(&o, guess) != OK) {
         out_free(&o);
         PyBuffer_Release(&bb);
         return PyErr_NoMemory();
     }
-    o.cap = guess;
     uint8_t stackbuf[4096];
     scratch_t s = {NULL, 0};
     if ((size_t)bb.len + PAD <= sizeof(stackbuf)) {
@@ -781,12 +787,7 @@ static PyObject *py_decode(PyObject *self, PyObject *const *args, Py_ssize_t nar
         return raise_code(rc, -1);
     }
     size_t n = o.n;
-    if (n < o.cap) {
-        uint32_t *ts = realloc(o.ts, (n ? n : 1) * sizeof(uint32_t));
-        if (ts) o.ts = ts;
-        uint64_t *vb = realloc(o.vb, (n ? n : 1) * sizeof(uint64_t));
-        if (vb) o.vb = vb;
-    }
+    if (n < o.cap) (void)out_reserve(&o, n); /* shrink to fit; failing keeps the larger block */
     PyObject *pt = rawbuf_new(o.ts, (Py_ssize_t)(n * 4));
     PyObject *pv = rawbuf_new(o.vb, (Py_ssize_t)(n * 8));
     if (pt == NULL || pv == NULL) {
@@ -809,7 +810,7 @@ static PyObject *py_decode_many(PyObject *self, PyObject *const *args, Py_ssize_
         return NULL;
     }
     Py_buffer b0;
-    if (get_vec(args[0], &b0, 4, "t0s") < 0) return NULL;
+    if (get_vec(args[0], &b0, 4, "I", "t0s") < 0) return NULL;
     /* a tuple keeps every blob alive (and immutable) while the GIL is released */
     PyObject *tup = PySequence_Tuple(args[1]);
     if (tup == NULL) {
@@ -853,10 +854,7 @@ static PyObject *py_decode_many(PyObject *self, PyObject *const *args, Py_ssize_
         total_bytes += lens[i];
     }
     /* typical data needs 0.25-12 bytes a point; start at one point a byte and grow */
-    o.cap = total_bytes + 16;
-    o.ts = malloc(o.cap * sizeof(uint32_t));
-    o.vb = malloc(o.cap * sizeof(uint64_t));
-    if (o.ts == NULL || o.vb == NULL) {
+    if (out_reserve(&o, total_bytes + 16) != OK) {
         PyErr_NoMemory();
         goto done;
     }
@@ -882,12 +880,7 @@ static PyObject *py_decode_many(PyObject *self, PyObject *const *args, Py_ssize_
         PyObject *pc = rawbuf_new(counts, (Py_ssize_t)nch * 8);
         counts = NULL;
         size_t n = o.n;
-        if (n < o.cap) {
-            uint32_t *ts = realloc(o.ts, (n ? n : 1) * sizeof(uint32_t));
-            if (ts) o.ts = ts;
-            uint64_t *vb = realloc(o.vb, (n ? n : 1) * sizeof(uint64_t));
-            if (vb) o.vb = vb;
-        }
+        if (n < o.cap) (void)out_reserve(&o, n);
         PyObject *pt = rawbuf_new(o.ts, (Py_ssize_t)(n * 4));
         o.ts = NULL;
         PyObject *pv = rawbuf_new(o.vb, (Py_ssize_t)(n * 8));
@@ -925,7 +918,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef moddef = {
-    PyModuleDef_HEAD_INIT, "_codec", "Metrictank chunk codec (private; use metrictank.chunk).", -1, methods,
+    PyModuleDef_HEAD_INIT, "_codec", "Metrictank chunk codec (private; use metrictank.chunk).", -1, methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__codec(void) {
