@@ -1,0 +1,328 @@
+"""Graphite HTTP API as a FastAPI router: what Grafana's Graphite data source (and graphite-web as a cluster
+client) sends to Metrictank.
+
+Parameters are read from the query string and, for POST, from a form-encoded or multipart body, merged (Grafana
+sends /render as a POST form with repeated `target`). The caller's org comes from the `X-Org-Id` header
+(default 1). User errors are 400 with a plain-text message (JSON `{"error": ...}` for the tag
+autocomplete endpoints, whose graphite-web client expects that); rendering runs in the thread pool because it
+is CPU-bound and the source may block on storage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from .encode import render_csv, render_json, render_msgpack
+from .engine import render, resolve_range
+from .errors import QueryError
+from .functions import FUNCTIONS, functions_json
+from .match import parse_tag_expr
+from .source import FindNode, SeriesSource
+
+DEFAULT_MAX_DATA_POINTS = 800  # Metrictank's default when the request has none
+TAGDB_DEFAULT_LIMIT = 100
+
+Params = dict[str, list[str]]
+
+
+async def _params(request: Request) -> Params:
+    out: Params = {}
+    for k, v in request.query_params.multi_items():
+        out.setdefault(k, []).append(v)
+    if request.method == "POST":
+        ctype = request.headers.get("content-type", "")
+        if ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            form = await request.form()
+            for k, v in form.multi_items():
+                if isinstance(v, str):
+                    out.setdefault(k, []).append(v)
+        elif ctype.startswith("application/json"):
+            body = await request.body()
+            if body:
+                try:
+                    doc = json.loads(body)
+                except ValueError as e:
+                    raise QueryError(f"invalid JSON body: {e}") from None
+                if not isinstance(doc, dict):
+                    raise QueryError("JSON body must be an object")
+                for k, v in doc.items():
+                    vals = v if isinstance(v, list) else [v]
+                    out.setdefault(k, []).extend(str(x) for x in vals)
+    return out
+
+
+def _one(p: Params, name: str, default: str | None = None) -> str | None:
+    vals = p.get(name)
+    return vals[-1] if vals else default
+
+
+def _int(p: Params, name: str, default: int) -> int:
+    raw = _one(p, name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise QueryError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _bool(p: Params, name: str) -> bool:
+    return (_one(p, name) or "").lower() in ("1", "true", "yes", "on")
+
+
+def _org(request: Request) -> int:
+    raw = request.headers.get("x-org-id")
+    if raw is None or raw == "":
+        return 1
+    try:
+        return int(raw)
+    except ValueError:
+        raise QueryError(f"invalid X-Org-Id header {raw!r}") from None
+
+
+def _tz(p: Params) -> tzinfo:
+    name = _one(p, "tz")
+    if not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise QueryError(f"unknown time zone {name!r}") from None
+
+
+def _json(doc: Any, jsonp: str | None = None) -> Response:
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    return _maybe_jsonp(body, jsonp)
+
+
+def _maybe_jsonp(body: bytes, jsonp: str | None) -> Response:
+    if jsonp:
+        return Response(jsonp.encode() + b"(" + body + b")", media_type="text/javascript")
+    return Response(body, media_type="application/json")
+
+
+def _error(e: QueryError, as_json: bool = False) -> Response:
+    if as_json:
+        return JSONResponse({"error": e.message}, status_code=e.status)
+    return PlainTextResponse(e.message, status_code=e.status)
+
+
+def treejson(query: str, nodes: list[FindNode]) -> list[dict[str, Any]]:
+    """graphite-web/Metrictank treejson: one entry per distinct node name, sorted by name."""
+    seen: set[str] = set()
+    out = []
+    for n in sorted(nodes, key=lambda n: n.path.rsplit(".", 1)[-1]):
+        name = n.path.split(";", 1)[0].rsplit(".", 1)[-1]
+        if name in seen:
+            continue
+        seen.add(name)
+        branch = 1 if n.has_children else 0
+        out.append(
+            {
+                "allowChildren": branch,
+                "expandable": branch,
+                "leaf": 1 if n.leaf else 0,
+                "id": n.path,
+                "text": name,
+                "context": {},
+            }
+        )
+    return out
+
+
+def completer(nodes: list[FindNode]) -> dict[str, list[dict[str, str]]]:
+    """graphite-web's completer format: branches get a trailing dot so the UI can keep typing."""
+    out = []
+    for n in sorted(nodes, key=lambda n: n.path):
+        name = n.path.split(";", 1)[0].rsplit(".", 1)[-1]
+        out.append(
+            {"path": n.path if n.leaf else n.path + ".", "name": name, "is_leaf": "1" if n.leaf else "0"}
+        )
+    return {"metrics": out}
+
+
+def graphite_router(
+    get_source: Callable[[], SeriesSource], clock: Callable[[], float] = time.time
+) -> APIRouter:
+    """The Graphite API routes, reading through `get_source()` (called per request)."""
+    router = APIRouter()
+
+    @router.api_route("/render", methods=["GET", "POST"])
+    async def render_endpoint(request: Request) -> Response:
+        try:
+            p = await _params(request)
+            targets = p.get("target", []) or p.get("target[]", [])
+            if not targets or any(t.strip() == "" for t in targets):
+                raise QueryError("missing target: the request needs at least one non-empty target parameter")
+            fmt = (_one(p, "format") or "json").lower()
+            if fmt not in ("json", "csv", "msgpack"):
+                raise QueryError(f"invalid format specified: {fmt!r} (supported: json, csv, msgpack)")
+            mdp = _int(p, "maxDataPoints", DEFAULT_MAX_DATA_POINTS)
+            if _bool(p, "local"):
+                mdp = 0  # graphite-web fetching for its own processing wants full resolution
+            tz = _tz(p)
+            org = _org(request)
+            now = int(clock())
+            until = _one(p, "until") or _one(p, "to")
+            source = get_source()
+            series = await run_in_threadpool(
+                render, targets, _one(p, "from"), until, mdp, source, org, now, tz
+            )
+            if fmt == "csv":
+                return Response(await run_in_threadpool(render_csv, series), media_type="text/csv")
+            if fmt == "msgpack":
+                return Response(
+                    await run_in_threadpool(render_msgpack, series), media_type="application/x-msgpack"
+                )
+            body = await run_in_threadpool(render_json, series)
+            return _maybe_jsonp(body, _one(p, "jsonp"))
+        except QueryError as e:
+            return _error(e)
+
+    @router.api_route("/metrics/find", methods=["GET", "POST"])
+    async def find_endpoint(request: Request) -> Response:
+        try:
+            p = await _params(request)
+            query = _one(p, "query")
+            if not query:
+                raise QueryError("missing required parameter 'query'")
+            fmt = (_one(p, "format") or "treejson").lower()
+            if fmt not in ("treejson", "json", "completer"):
+                raise QueryError(f"invalid format specified: {fmt!r} (supported: treejson, json, completer)")
+            now = int(clock())
+            tz = _tz(p)
+            f, u = _one(p, "from"), _one(p, "until") or _one(p, "to")
+            if f not in (None, "", "-1") or u not in (None, "", "-1"):
+                resolve_range(
+                    None if f in (None, "", "-1") else f, None if u in (None, "", "-1") else u, now, tz
+                )
+            org = _org(request)
+            source = get_source()
+            if fmt == "completer":
+                query = query.replace("..", "*.")
+                if not query.endswith("*"):
+                    query += "*"
+            nodes = await run_in_threadpool(source.find, org, query)
+            if _bool(p, "leavesOnly"):
+                nodes = [n for n in nodes if n.leaf]
+            doc: Any = completer(nodes) if fmt == "completer" else treejson(query, nodes)
+            return _json(doc, _one(p, "jsonp"))
+        except QueryError as e:
+            return _error(e)
+
+    @router.api_route("/metrics/expand", methods=["GET", "POST"])
+    async def expand_endpoint(request: Request) -> Response:
+        try:
+            p = await _params(request)
+            queries = [q for q in p.get("query", []) if q]
+            if not queries:
+                raise QueryError("missing required parameter 'query'")
+            leaves_only = _bool(p, "leavesOnly")
+            org = _org(request)
+            source = get_source()
+            results: dict[str, list[str]] = {}
+            for q in queries:
+                nodes = await run_in_threadpool(source.find, org, q)
+                results[q] = sorted({n.path for n in nodes if n.leaf or not leaves_only})
+            if _bool(p, "groupByExpr"):
+                doc: Any = {"results": results}
+            else:
+                doc = {"results": sorted({path for paths in results.values() for path in paths})}
+            return _json(doc, _one(p, "jsonp"))
+        except QueryError as e:
+            return _error(e)
+
+    @router.get("/metrics/index.json")
+    async def index_endpoint(request: Request) -> Response:
+        try:
+            p = await _params(request)
+            org = _org(request)
+            paths = await run_in_threadpool(get_source().all_paths, org)
+            return _json(sorted(set(paths)), _one(p, "jsonp"))
+        except QueryError as e:
+            return _error(e)
+
+    @router.api_route("/tags", methods=["GET", "POST"])
+    async def tags_endpoint(request: Request) -> Response:
+        try:
+            p = await _params(request)
+            flt = _regex_param(p, "filter")
+            tags = await run_in_threadpool(get_source().tags, _org(request), flt)
+            return _json([{"tag": t} for t in tags])
+        except QueryError as e:
+            return _error(e)
+
+    @router.api_route("/tags/autoComplete/tags", methods=["GET", "POST"])
+    async def autocomplete_tags_endpoint(request: Request) -> Response:
+        try:
+            p = await _params(request)
+            exprs = [str(parse_tag_expr(e)) for e in p.get("expr", []) if e]
+            limit = _int(p, "limit", TAGDB_DEFAULT_LIMIT) or TAGDB_DEFAULT_LIMIT
+            prefix = _one(p, "tagPrefix") or ""
+            out = await run_in_threadpool(get_source().autocomplete_tags, _org(request), prefix, exprs, limit)
+            return _json(out)
+        except QueryError as e:
+            return _error(e, as_json=True)
+
+    @router.api_route("/tags/autoComplete/values", methods=["GET", "POST"])
+    async def autocomplete_values_endpoint(request: Request) -> Response:
+        try:
+            p = await _params(request)
+            tag = _one(p, "tag")
+            if not tag:
+                raise QueryError("missing required parameter 'tag'")
+            exprs = [str(parse_tag_expr(e)) for e in p.get("expr", []) if e]
+            limit = _int(p, "limit", TAGDB_DEFAULT_LIMIT) or TAGDB_DEFAULT_LIMIT
+            prefix = _one(p, "valuePrefix") or ""
+            out = await run_in_threadpool(
+                get_source().autocomplete_tag_values, _org(request), tag, prefix, exprs, limit
+            )
+            return _json(out)
+        except QueryError as e:
+            return _error(e, as_json=True)
+
+    @router.api_route("/tags/{tag}", methods=["GET", "POST"])
+    async def tag_details_endpoint(request: Request, tag: str) -> Response:
+        try:
+            p = await _params(request)
+            flt = _regex_param(p, "filter")
+            values = await run_in_threadpool(get_source().tag_values, _org(request), tag, flt)
+            return _json({"tag": tag, "values": [{"count": values[v], "value": v} for v in sorted(values)]})
+        except QueryError as e:
+            return _error(e)
+
+    @router.api_route("/functions", methods=["GET", "POST"])
+    async def functions_endpoint(request: Request) -> Response:
+        p = await _params(request)
+        return _json(functions_json(_one(p, "group"), _bool(p, "grouped")))
+
+    @router.api_route("/functions/{name}", methods=["GET", "POST"])
+    async def function_endpoint(name: str) -> Response:
+        fdef = FUNCTIONS.get(name)
+        if fdef is None:
+            return PlainTextResponse(f"Function not found: {name}", status_code=404)
+        return _json(fdef.to_json())
+
+    return router
+
+
+def _regex_param(p: Params, name: str) -> str | None:
+    import re
+
+    raw = _one(p, name)
+    if not raw:
+        return None
+    try:
+        re.compile(raw)
+    except re.error as e:
+        raise QueryError(f"invalid regular expression in {name}: {e}") from None
+    return raw

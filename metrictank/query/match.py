@@ -1,0 +1,208 @@
+"""Graphite path globs and seriesByTag expressions.
+
+Pure matching logic, shared by the in-memory `StaticSource` and available to an index implementation:
+
+- Path globs work node by node (nodes are separated by `.`): `*` is any run of characters within a node,
+  `?` one character, `[0-9]`/`[abc]` a character class, `{a,b}` alternatives.
+- Tag expressions are graphite-web's (`k=v`, `k!=v`, `k=~re`, `k!=~re`) plus Metrictank's prefix operator
+  `k^=p`. Regular expressions are anchored at the start only, as in both. A missing tag compares as the
+  empty string, so `k=` selects series without `k` and `k!=` series that have it. A query must contain one
+  expression that cannot match the empty value, otherwise it would select every series of the org.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .errors import QueryError
+
+
+def _glob_part(pattern: str) -> str:
+    out: list[str] = []
+    i = 0
+    n = len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            out.append("[^.]*")
+        elif c == "?":
+            out.append("[^.]")
+        elif c == "[":
+            j = pattern.find("]", i + 1)
+            if j == -1:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : j]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = j
+        elif c == "{":
+            depth, j = 1, i + 1
+            while j < n and depth:
+                depth += {"{": 1, "}": -1}.get(pattern[j], 0)
+                j += 1
+            if depth:
+                out.append(re.escape(c))
+            else:
+                alts = _split_top(pattern[i + 1 : j - 1])
+                out.append("(?:" + "|".join(_glob_part(a) for a in alts) + ")")
+                i = j - 1
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def _split_top(body: str) -> list[str]:
+    parts, depth, cur = [], 0, []
+    for ch in body:
+        if ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+            continue
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+@lru_cache(maxsize=4096)
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """Compiled full-match regex of a Graphite path glob."""
+    return re.compile(_glob_part(pattern) + r"\Z")
+
+
+def is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[{")
+
+
+def match_paths(pattern: str, paths: Iterable[str]) -> list[str]:
+    """The paths (full metric names) a glob selects, sorted."""
+    rx = glob_regex(pattern)
+    return sorted(p for p in paths if rx.match(p))
+
+
+@dataclass(frozen=True, slots=True)
+class FindMatch:
+    path: str
+    leaf: bool
+    has_children: bool
+
+
+def find_nodes(pattern: str, paths: Iterable[str]) -> list[FindMatch]:
+    """Tree nodes a `/metrics/find` pattern selects among the given leaf paths.
+
+    The pattern is matched against path prefixes with as many nodes as the pattern has; a prefix is a leaf
+    when it is itself a metric and has children when some metric continues below it (both can hold).
+    """
+    depth = len(_split_nodes(pattern))
+    rx = glob_regex(pattern)
+    nodes: dict[str, list[bool]] = {}
+    for p in paths:
+        parts = p.split(".")
+        if len(parts) < depth:
+            continue
+        prefix = ".".join(parts[:depth])
+        if not rx.match(prefix):
+            continue
+        flags = nodes.setdefault(prefix, [False, False])
+        if len(parts) == depth:
+            flags[0] = True
+        else:
+            flags[1] = True
+    return [FindMatch(k, v[0], v[1]) for k, v in sorted(nodes.items())]
+
+
+def _split_nodes(pattern: str) -> list[str]:
+    """Split a glob on the dots that are outside braces."""
+    parts, depth, cur = [], 0, []
+    for ch in pattern:
+        if ch == "." and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+            continue
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+@dataclass(frozen=True, slots=True)
+class TagExpr:
+    """One seriesByTag expression: `key op value` with op one of = != =~ !=~ ^=."""
+
+    key: str
+    op: str
+    value: str
+    regex: re.Pattern[str] | None = None
+
+    def matches(self, tags: Mapping[str, str]) -> bool:
+        v = tags.get(self.key, "")
+        if self.op == "=":
+            return v == self.value
+        if self.op == "!=":
+            return v != self.value
+        if self.op == "^=":
+            return v.startswith(self.value)
+        assert self.regex is not None
+        hit = self.regex.match(v) is not None
+        return hit if self.op == "=~" else not hit
+
+    def requires_value(self) -> bool:
+        """True when the expression can only select series that carry this tag with a non-empty value."""
+        if self.op == "=":
+            return self.value != ""
+        if self.op == "!=":
+            return self.value == ""
+        if self.op == "^=":
+            return self.value != ""
+        if self.op == "=~":
+            return self.regex is not None and self.regex.match("") is None
+        return False
+
+    def __str__(self) -> str:
+        return f"{self.key}{self.op}{self.value}"
+
+
+_TAG_EXPR = re.compile(r"^([^=!^~;]+?)\s*(!=~|=~|!=|\^=|=)\s*(.*)$", re.S)
+
+
+def parse_tag_expr(text: str) -> TagExpr:
+    """Parse one expression such as `dc=~eu-.*`; QueryError (400) when malformed or a bad regex."""
+    m = _TAG_EXPR.match(text.strip())
+    if not m or not m.group(1).strip():
+        raise QueryError(
+            f"invalid tag expression {text!r}: expected key=value, key!=value, key=~regex, "
+            "key!=~regex or key^=prefix"
+        )
+    key, op, value = m.group(1).strip(), m.group(2), m.group(3)
+    if ";" in value:
+        raise QueryError(f"invalid tag expression {text!r}: ';' is not allowed in a value")
+    regex = None
+    if op in ("=~", "!=~"):
+        try:
+            regex = re.compile(value)
+        except re.error as e:
+            raise QueryError(f"invalid regular expression in tag expression {text!r}: {e}") from None
+    return TagExpr(key, op, value, regex)
+
+
+def parse_tag_query(exprs: Iterable[str]) -> list[TagExpr]:
+    """Parse the arguments of seriesByTag; at least one must require a non-empty value."""
+    parsed = [parse_tag_expr(e) for e in exprs]
+    if not parsed:
+        raise QueryError("seriesByTag needs at least one tag expression")
+    if not any(e.requires_value() for e in parsed):
+        raise QueryError(
+            "seriesByTag needs at least one expression that requires a non-empty value "
+            "(such as name=x or dc=~eu.*)"
+        )
+    return parsed
+
+
+def match_tags(exprs: Iterable[TagExpr], tags: Mapping[str, str]) -> bool:
+    return all(e.matches(tags) for e in exprs)
