@@ -75,6 +75,7 @@ JVM_OPTS = [
     "-XX:+PerfDisableSharedMem",
     "-XX:+UseTLAB",
     "-XX:+ResizeTLAB",
+    "-XX:+ExitOnOutOfMemoryError",  # a wedged node would only make tests time out
     "-ea",
     "-da:net.openhft...",
     "-Djava.net.preferIPv4Stack=true",
@@ -170,8 +171,11 @@ class CassandraServer(Server):
         self.port, self.storage_port = ports
 
     def write_config(self) -> None:
-        (self.dir / "cassandra.yaml").write_text(render_yaml(self.dir, self.host, self.port, self.storage_port))
+        (self.dir / "cassandra.yaml").write_text(
+            render_yaml(self.dir, self.host, self.port, self.storage_port)
+        )
         (self.dir / "logback.xml").write_text(LOGBACK)
+        (self.dir / "triggers").mkdir()
 
     def command(self) -> list[str]:
         assert self.resolved is not None
@@ -185,6 +189,7 @@ class CassandraServer(Server):
             f"-Dcassandra.config=file://{self.dir / 'cassandra.yaml'}",
             f"-Dcassandra.storagedir={self.dir}",
             f"-Dcassandra.logdir={self.dir}",
+            f"-Dcassandra.triggers_dir={self.dir / 'triggers'}",
             f"-Dlogback.configurationFile={self.dir / 'logback.xml'}",
             "-cp",
             self.resolved.classpath,
@@ -215,22 +220,24 @@ class CassandraServer(Server):
                 self._cluster = self._session = None
 
 
-def connect(hostport: str, keyspace: str | None = None, timeout: float = 10.0):
-    """A cassandra-driver (Cluster, Session) pinned to the one node, without driver chatter."""
-    import logging
+def connect(hostport: str, keyspace: str | None = None, timeout: float = 10.0, request_timeout: float = 10.0):
+    """A cassandra-driver (Cluster, Session) pinned to the one node."""
 
-    from cassandra.cluster import Cluster
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import RoundRobinPolicy
 
     from .process import parse_hostport
 
-    logging.getLogger("cassandra").setLevel(logging.ERROR)
     host, port = parse_hostport(hostport, 9042)
     cluster = Cluster(
         contact_points=[host],
         port=port,
         protocol_version=5,
-        load_balancing_policy=RoundRobinPolicy(),
+        execution_profiles={
+            EXEC_PROFILE_DEFAULT: ExecutionProfile(
+                load_balancing_policy=RoundRobinPolicy(), request_timeout=request_timeout
+            )
+        },
         connect_timeout=timeout,
         control_connection_timeout=timeout,
     )

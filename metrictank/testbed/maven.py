@@ -138,7 +138,9 @@ def resolve(artifact: Artifact, *, log=print) -> Resolved:
         jars = _cached(lib_dir, marker, artifact)
         if jars is not None:  # someone else finished while we waited
             return Resolved(artifact, lib_dir, jars, False, time.perf_counter() - t0)
-        log(f"testbed: resolving {artifact.group_id}:{artifact.artifact_id}:{artifact.version} with Maven ...")
+        log(
+            f"testbed: resolving {artifact.group_id}:{artifact.artifact_id}:{artifact.version} with Maven ..."
+        )
         (home / "pom.xml").write_text(render_pom(artifact))
         staging = home / "lib.partial"
         shutil.rmtree(staging, ignore_errors=True)
@@ -146,6 +148,7 @@ def resolve(artifact: Artifact, *, log=print) -> Resolved:
             shutil.which("mvn") or "mvn",
             "-q",
             "-B",
+            "-Dstyle.color=never",
             "-f",
             str(home / "pom.xml"),
             "dependency:copy-dependencies",

@@ -158,7 +158,12 @@ def run_checked(argv: Sequence[str], log_path: Path, cwd: Path, timeout: float =
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.run(
-            list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=timeout
+            list(argv),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
         )
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[-1] if argv else '?'} failed (exit {proc.returncode})\n{tail(log_path)}")

@@ -83,6 +83,7 @@ class Server(ABC):
 
     def before_launch(self) -> None:
         """Hook for one-off preparation that needs the JVM (e.g. formatting Kafka's storage)."""
+        return None
 
     @abstractmethod
     def probe(self) -> bool:
@@ -96,14 +97,22 @@ class Server(ABC):
 
     def close_clients(self) -> None:
         """Release client objects the probe kept open."""
+        return None
 
     # -- shared -------------------------------------------------------------------------------------
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
     def resolve(self, log=print) -> maven.Resolved:
-        self.resolved = maven.resolve(self.artifact, log=log)
+        try:
+            self.resolved = maven.resolve(self.artifact, log=log)
+        except (RuntimeError, OSError) as e:
+            raise ServerFailed(f"cannot get the {self.name} jars: {e}") from e
         return self.resolved
 
     def prepare(self) -> None:
@@ -115,7 +124,10 @@ class Server(ABC):
 
     def launch(self, tie_to_parent: bool) -> None:
         self.launched_at = time.monotonic()
-        self.before_launch()
+        try:
+            self.before_launch()
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            raise self.failure(f"{self.name}: preparing to launch failed: {e}") from e
         self.proc = spawn(self.command(), self.log_path, self.dir, tie_to_parent=tie_to_parent)
 
     def wait_ready(self, deadline: float, poll: float = 0.25) -> float:
@@ -123,7 +135,9 @@ class Server(ABC):
         assert self.proc is not None
         while True:
             if self.proc.poll() is not None:
-                raise self.failure(f"{self.name} exited with code {self.proc.returncode} before becoming ready")
+                raise self.failure(
+                    f"{self.name} exited with code {self.proc.returncode} before becoming ready"
+                )
             try:
                 if self.probe():
                     break
@@ -143,7 +157,7 @@ class Server(ABC):
         assert self.proc is not None
         return ServerState(
             name=self.name,
-            pid=self.proc.pid,
+            pid=self.pid,
             host=self.host,
             port=self.port,
             dir=str(self.dir),
@@ -156,7 +170,8 @@ class Server(ABC):
         )
 
     def kill(self, timeout: float = 15.0) -> str:
+        how = (
+            "not running" if self.proc is None else stop_pid(self.proc.pid, str(self.dir), timeout, self.proc)
+        )
         self.close_clients()
-        if self.proc is None:
-            return "not running"
-        return stop_pid(self.proc.pid, str(self.dir), timeout=timeout, proc=self.proc)
+        return how
