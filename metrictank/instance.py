@@ -47,7 +47,7 @@ class Instance:
         self.schemas = Schemas.load(cfg.retention.schemas_file or None)
         self.aggregations = Aggregations.load(cfg.retention.aggregations_file or None)
         self.index = MemoryIndex()
-        self.tank = Tank(self.schemas, self.aggregations, clock=clock)
+        self.tank = Tank(self.schemas, self.aggregations, clock=clock, row_of_id=self.index.row_of)
         self.pending_marks = PendingMarks()
 
         kin = cfg.kafka_mdm_in
@@ -195,6 +195,8 @@ class Instance:
                 batch = self.consumer.poll(timeout=0.1)
                 if batch.values:
                     with self.lock:
+                        # before the batch: a replay that starts mid-chunk may complete that chunk in this batch
+                        self._apply_partition_starts()
                         self.points_ingested += self.handler.process(batch.values, batch.partition_of)
                         self._after_ingest()
                     self.batches += 1
@@ -212,7 +214,6 @@ class Instance:
         completed = self.tank.take_completed()
         if len(completed):
             self.persister.handle_completed(completed)
-        self._apply_partition_starts()
 
     def _apply_partition_starts(self) -> None:
         tr = self.consumer.tracker

@@ -1,1 +1,5 @@
-"""tank."""
+"""The tank: in-memory chunks of every series (Metrictank's AggMetrics). See :mod:`metrictank.tank.tank`."""
+
+from metrictank.tank.tank import DISCARD_REASONS, CompletedChunks, Tank
+
+__all__ = ["CompletedChunks", "DISCARD_REASONS", "Tank"]

@@ -1,0 +1,924 @@
+"""The tank: every series' recent data as compressed chunks in memory, Metrictank's AggMetrics.
+
+State is columnar and owned here; the per-point work runs in the C kernel (`_tank.c`), which gets the whole state
+as one tuple per call. Python does per-batch and per-series work only.
+
+- A *slot* is one stored series: the raw archive of an index row, or one (rollup archive, method) of it. Its
+  record (64 bytes, one cache line, in a numpy record array) holds the open chunk's t0 and incremental
+  SeriesLong encoder state, the arena region of its compressed bytes, the save marks, flags, and its ring
+  position. Record arrays rather than one array per field: the kernel touches a slot's fields together at
+  random, so one cache line per point beats one miss per field; numpy still gives per-field column views.
+- The ring of closed chunks of a slot is `numchunks` entries of (t0, meta, blob) in flat arrays/lists: the
+  `numchunks - 1` chunks before the open one, plus the current chunk when GC finished it (as Metrictank keeps
+  it in place until the next chunk starts). A blob is the finished chunk exactly as Metrictank stores it,
+  shared with the completed-chunk event.
+- A *row* record holds the slot range, rollup bucket state and reorder-buffer offsets, the partition, and the
+  wall-clock time of the last accepted point (for GC). Rows are the memory index's dense row numbers.
+- Rows are laid out by *layout* (one per (schema, aggregation) pair in use), which fixes the slots a row has.
+  Released row blocks are reused by later rows of the same layout.
+
+Deliberate differences from Metrictank, all about robustness:
+- Saved marks never stop ingestion (issue 261); they only serve the persist decision, made by the caller.
+- A chunk carries a *complete* flag: it began at or after the first message this node consumed from the
+  series' partition (issue 452), so a node that started mid-chunk can avoid saving a partial chunk.
+  A rollup chunk is complete when its first bucket (t0 - span, t0] began after that message.
+- A point for a chunk older than the open one is counted as `too-old` (Metrictank counts it as
+  `sample-out-of-order`, like a point older than the previous one in the same chunk).
+- GC judges a series' rollups by the series' last write (Metrictank uses each rollup series' own last write,
+  which its GC flush itself refreshes, delaying removal by a GC round).
+
+Also as in Metrictank: the optional reorder buffer (per schema, in the kernel), reads that include the
+reorder buffer (raw) or the bucket in progress (rollups), and points `> 10%` of the raw TTL ahead of the clock
+dropped as `too-far-in-future`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from metrictank.chunk import SPANS, decode_chunks
+from metrictank.retention import STORED_METHODS, Aggregation, Aggregations, Schema, Schemas
+from metrictank.tank import _tank
+
+__all__ = ["CompletedChunks", "DISCARD_REASONS", "Tank"]
+
+SLOT_DTYPE = np.dtype(
+    [
+        ("t0", "<u4"),
+        ("last_ts", "<u4"),
+        ("prev_delta", "<u4"),
+        ("npoints", "<u4"),
+        ("prev_bits", "<u8"),
+        ("off8", "<u4"),
+        ("cap", "<u4"),
+        ("bitpos", "<u4"),
+        ("lss", "<u4"),
+        ("lsf", "<u4"),
+        ("first_ts", "<u4"),
+        ("ring_base", "<u4"),
+        ("row", "<u4"),
+        ("leading", "u1"),
+        ("trailing", "u1"),
+        ("flags", "u1"),
+        ("span_code", "u1"),
+        ("ring_cap", "u1"),
+        ("ring_head", "u1"),
+        ("ring_count", "u1"),
+        ("pad", "u1"),
+    ]
+)
+ROW_DTYPE = np.dtype(
+    [
+        ("slot_start", "<u4"),
+        ("agg_base", "<u4"),
+        ("rob_base", "<u4"),
+        ("rob_newest", "<u4"),
+        ("last_write", "<u4"),
+        ("partition", "<u4"),
+        ("interval", "<u4"),
+        ("layout", "<u2"),
+        ("flags", "<u2"),
+    ]
+)
+AGG_DTYPE = np.dtype(
+    [("boundary", "<u4"), ("cnt", "<u4"), ("sum", "<f8"), ("min", "<f8"), ("max", "<f8"), ("lst", "<f8")]
+)
+LAYOUT_DTYPE = np.dtype(
+    [
+        ("aggdesc_start", "<u4"),
+        ("n_aggs", "<u4"),
+        ("fut_tol", "<u4"),
+        ("rob_window", "<u4"),
+        ("rob_allow_update", "<u4"),
+        ("nslots", "<u4"),
+    ]
+)
+AGGDESC_DTYPE = np.dtype([("span", "<u4"), ("off", "u1", (5,)), ("pad", "u1", (3,))])
+EVENT_DTYPE = np.dtype([("slot", "<u4"), ("t0", "<u4"), ("flags", "<u4"), ("npoints", "<u4")])
+
+for _dt, _size in (
+    (SLOT_DTYPE, _tank.SLOT_SIZE),
+    (ROW_DTYPE, _tank.ROW_SIZE),
+    (AGG_DTYPE, _tank.AGG_SIZE),
+    (LAYOUT_DTYPE, _tank.LAYOUT_SIZE),
+    (AGGDESC_DTYPE, _tank.AGGDESC_SIZE),
+    (EVENT_DTYPE, _tank.EVENT_SIZE),
+):
+    assert _dt.itemsize == _size, (_dt, _size)
+
+# slot flags (mirrors _tank.c)
+F_LIVE, F_FINISHED, F_COMPLETE, F_FIRST, F_ALLOC = 1, 2, 4, 8, 16
+R_PRESENT = 1
+RM_COMPLETE, RM_FIRST = 1, 2
+
+# meta counters (mirrors _tank.c)
+(
+    M_ADDED,
+    M_INVALID,
+    M_FUTURE,
+    M_OOO,
+    M_DUP,
+    M_OLD,
+    M_LATE,
+    M_ARENA_USED,
+    M_ARENA_WASTE,
+    M_COMPLETED,
+    M_POINTS_MEM,
+    M_RING_CHUNKS,
+    M_ROLLUP_DISCARD,
+    M_REORDERED,
+    M_RING_BYTES,
+) = range(15)
+assert _tank.META_COUNT == 15
+
+#: Discard reasons, as Metrictank's `discarded_samples_total{reason}` labels where it has one.
+DISCARD_REASONS: dict[str, int] = {
+    "sample-out-of-order": M_OOO,
+    "new-value-for-timestamp": M_DUP,
+    "too-old": M_OLD,
+    "too-far-in-future": M_FUTURE,
+    "received-too-late": M_LATE,
+    "invalid": M_INVALID,
+}
+
+_SPAN_CODE = {s: i for i, s in enumerate(SPANS)}
+_METHOD_ALIASES = {
+    "last": "lst",
+    "count": "cnt",
+    "lst": "lst",
+    "cnt": "cnt",
+    "sum": "sum",
+    "min": "min",
+    "max": "max",
+}
+_NONE = 0xFF
+_FUTURE_TOLERANCE_PCT = 10
+_GC_ACTIVE_GRACE = 15 * 60  # Metrictank: a chunk may still get points this long after its end
+
+
+@dataclass
+class CompletedChunks:
+    """Finished chunks, columnar. `amkey(i)` builds the Metrictank key (id or id_method_span) on demand."""
+
+    slot: np.ndarray
+    row: np.ndarray
+    t0: np.ndarray
+    span: np.ndarray
+    ttl: np.ndarray
+    partition: np.ndarray
+    complete: np.ndarray
+    data: list[bytes]
+    ids: list[str]
+    suffixes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def amkey(self, i: int) -> str:
+        return self.ids[i] + self.suffixes[i]
+
+    @property
+    def amkeys(self) -> list[str]:
+        return [a + b for a, b in zip(self.ids, self.suffixes, strict=True)]
+
+    @classmethod
+    def empty(cls) -> CompletedChunks:
+        e64, e32 = np.empty(0, np.int64), np.empty(0, np.uint32)
+        return cls(e64, e64, e32, e32, e32, np.empty(0, np.int32), np.empty(0, bool), [], [], [])
+
+    def take(self, idx: np.ndarray) -> CompletedChunks:
+        """The chunks at positions idx, in that order."""
+        il = np.asarray(idx, np.int64).tolist()
+        return CompletedChunks(
+            self.slot[idx],
+            self.row[idx],
+            self.t0[idx],
+            self.span[idx],
+            self.ttl[idx],
+            self.partition[idx],
+            self.complete[idx],
+            [self.data[i] for i in il],
+            [self.ids[i] for i in il],
+            [self.suffixes[i] for i in il],
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[CompletedChunks]) -> CompletedChunks:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        if len(parts) == 1:
+            return parts[0]
+        cat = np.concatenate
+        return cls(
+            cat([p.slot for p in parts]),
+            cat([p.row for p in parts]),
+            cat([p.t0 for p in parts]),
+            cat([p.span for p in parts]),
+            cat([p.ttl for p in parts]),
+            cat([p.partition for p in parts]),
+            cat([p.complete for p in parts]),
+            [d for p in parts for d in p.data],
+            [d for p in parts for d in p.ids],
+            [d for p in parts for d in p.suffixes],
+        )
+
+
+@dataclass
+class _Layout:
+    """The slots of a row under one (schema, aggregation): slot 0 raw, then per rollup the stored methods."""
+
+    id: int
+    schema: Schema
+    agg: Aggregation
+    archive: list[int]  # per slot offset
+    method: list[str]  # "" for raw
+    chunkspan: list[int]
+    ttl: list[int]
+    numchunks: list[int]
+    suffix: list[str]
+    ring_off: list[int]  # ring entries before this slot within the row's ring block
+    ring_per_row: int
+    offset_of: dict[tuple[str, int], int]  # (method, rollup interval) -> slot offset
+    lead: list[int]  # rollup span - 1 (how far before t0 a rollup chunk's data begins)
+    free: list[tuple[int, int, int, int]] = field(default_factory=list)  # (slot, agg, rob, ring) starts
+
+    @property
+    def nslots(self) -> int:
+        return len(self.archive)
+
+
+def _grow(arr: np.ndarray, need: int) -> np.ndarray:
+    if need <= len(arr):
+        return arr
+    new = np.zeros(max(need, len(arr) + len(arr) // 2, 1024), arr.dtype)
+    new[: len(arr)] = arr
+    return new
+
+
+class Tank:
+    """In-memory chunks of every series of this node's partitions (see module docstring)."""
+
+    def __init__(
+        self,
+        schemas: Schemas,
+        aggregations: Aggregations,
+        clock: Callable[[], float] = time.time,
+        row_of_id: Callable[[str], int | None] | None = None,
+    ) -> None:
+        self.schemas = schemas
+        self.aggregations = aggregations
+        self.clock = clock
+        self._row_of_id = row_of_id
+        self._id_rows: dict[str, int] | None = None if row_of_id is not None else {}
+
+        self._slots = np.zeros(0, SLOT_DTYPE)
+        self._n_slots = 0
+        self._rows = np.zeros(0, ROW_DTYPE)
+        self._aggs = np.zeros(0, AGG_DTYPE)
+        self._n_aggs = 0
+        self._lay_arr = np.zeros(0, LAYOUT_DTYPE)
+        self._aggdesc = np.zeros(0, AGGDESC_DTYPE)
+        self._ring_t0 = np.zeros(0, np.uint32)
+        self._ring_meta = np.zeros(0, np.uint32)
+        self._ring_blobs: list[bytes | None] = []
+        self._n_ring = 0
+        self._arena = bytearray()
+        self._meta = np.zeros(_tank.META_COUNT, np.int64)
+        self._pstart = np.zeros(0, np.uint32)
+        self._rob_ts = np.zeros(0, np.uint32)
+        self._rob_val = np.zeros(0, np.float64)
+        self._n_rob = 0
+        self._events = bytearray()
+        self._ev_blobs: list[bytes] = []
+
+        self._ids: list[str | None] = []
+        self._active = 0
+        self._layouts: list[_Layout] = []
+        self._layout_by_key: dict[tuple[int, int], int] = {}
+        # flat per-(layout, slot offset) tables for vectorised lookups
+        self._lay_base = np.zeros(0, np.int64)
+        self._tab_span = np.zeros(0, np.uint32)
+        self._tab_ttl = np.zeros(0, np.uint32)
+        self._tab_suffix: list[str] = []
+        self._tab_lead = np.zeros(0, np.int64)
+        self._pending: list[CompletedChunks] = []
+        self._recent = CompletedChunks.empty()
+        self._part_starts: dict[int, int] = {}
+
+    # --- kernel plumbing ---------------------------------------------------------------------------------------
+    def _state(self) -> tuple:
+        return (
+            self._slots,
+            self._rows,
+            self._aggs,
+            self._lay_arr,
+            self._aggdesc,
+            self._ring_t0,
+            self._ring_meta,
+            self._ring_blobs,
+            self._arena,
+            self._meta,
+            self._pstart,
+            self._rob_ts,
+            self._rob_val,
+            self._events,
+            self._ev_blobs,
+        )
+
+    def _maybe_compact(self) -> None:
+        # Regions grow by 1.5x while a series' first chunk fills and shrink to fit later ones; what they leave
+        # behind is reclaimed by copying the live regions (a memcpy of the open chunks, rarely needed once the
+        # sizes have settled).
+        waste = int(self._meta[M_ARENA_WASTE])
+        if waste > (1 << 20) and waste * 4 > int(self._meta[M_ARENA_USED]):
+            self._arena = _tank.compact(self._state())
+
+    # --- layouts -----------------------------------------------------------------------------------------------
+    def _layout_for(self, sidx: int, schema: Schema, aidx: int, agg: Aggregation) -> int:
+        key = (sidx, aidx)
+        lid = self._layout_by_key.get(key)
+        if lid is not None:
+            return lid
+        lid = len(self._layouts)
+        if lid >= 1 << 16:
+            raise ValueError("too many distinct (schema, aggregation) combinations")
+        archive, method, chunkspan, ttl, numchunks, suffix, lead = [0], [""], [], [], [], [""], [0]
+        raw = schema.retentions[0]
+        chunkspan.append(raw.chunkspan)
+        ttl.append(raw.ttl)
+        numchunks.append(raw.numchunks)
+        offset_of: dict[tuple[str, int], int] = {}
+        descs = []
+        stored = agg.stored_methods
+        for a, ret in enumerate(schema.retentions[1:], start=1):
+            offs = [_NONE] * 5
+            for m in stored:
+                offs[STORED_METHODS.index(m)] = len(archive)
+                offset_of[(m, ret.interval)] = len(archive)
+                archive.append(a)
+                method.append(m)
+                chunkspan.append(ret.chunkspan)
+                ttl.append(ret.ttl)
+                numchunks.append(ret.numchunks)
+                suffix.append(f"_{m}_{ret.interval}")
+                lead.append(ret.interval - 1)
+            descs.append((ret.interval, offs))
+        if len(archive) > 255:
+            raise ValueError(f"schema {schema.name!r} needs {len(archive)} series per metric; at most 255")
+        ring_off, acc = [], 0
+        for n in numchunks:  # numchunks entries: n-1 closed chunks, +1 while GC holds a finished current one
+            ring_off.append(acc)
+            acc += n
+        lay = _Layout(
+            lid,
+            schema,
+            agg,
+            archive,
+            method,
+            chunkspan,
+            ttl,
+            numchunks,
+            suffix,
+            ring_off,
+            acc,
+            offset_of,
+            lead,
+        )
+        self._layouts.append(lay)
+        self._layout_by_key[key] = lid
+
+        d0 = len(self._aggdesc)
+        self._aggdesc = np.concatenate([self._aggdesc, np.zeros(len(descs), AGGDESC_DTYPE)])
+        for k, (span, offs) in enumerate(descs):
+            self._aggdesc[d0 + k]["span"] = span
+            self._aggdesc[d0 + k]["off"] = offs
+        rec = np.zeros(1, LAYOUT_DTYPE)
+        rec["aggdesc_start"] = d0
+        rec["n_aggs"] = len(descs)
+        rec["fut_tol"] = min(raw.ttl * _FUTURE_TOLERANCE_PCT // 100, 0xFFFFFFFF)
+        rec["rob_window"] = schema.reorder_window
+        rec["rob_allow_update"] = int(schema.reorder_allow_update)
+        rec["nslots"] = len(archive)
+        self._lay_arr = np.concatenate([self._lay_arr, rec])
+        self._lay_base = np.append(self._lay_base, len(self._tab_span))
+        self._tab_span = np.append(self._tab_span, np.asarray(chunkspan, np.uint32))
+        self._tab_ttl = np.append(self._tab_ttl, np.asarray(np.minimum(ttl, 0xFFFFFFFF), np.uint32))
+        self._tab_suffix.extend(suffix)
+        self._tab_lead = np.append(self._tab_lead, np.asarray(lead, np.int64))
+        return lid
+
+    # --- series ------------------------------------------------------------------------------------------------
+    def add_series(
+        self,
+        rows: np.ndarray,
+        names: Sequence[str],
+        intervals: np.ndarray,
+        partitions: np.ndarray,
+        ids: Sequence[str],
+    ) -> None:
+        """Create the tank state of new index rows (schema and aggregation matched by name and interval)."""
+        rows = np.asarray(rows, np.int64)
+        n = len(rows)
+        if n == 0:
+            return
+        intervals = np.asarray(intervals, np.int64)
+        partitions = np.asarray(partitions, np.int64)
+        if not (len(names) == len(intervals) == len(partitions) == len(ids) == n):
+            raise ValueError("add_series: rows, names, intervals, partitions and ids must have equal lengths")
+        if int(rows.min()) < 0 or int(rows.max()) >= 1 << 32:
+            raise ValueError("add_series: rows must lie in [0, 2**32)")
+        _, last = np.unique(rows[::-1], return_index=True)
+        if len(last) < n:  # a row given twice: its last definition wins
+            keep = np.sort(n - 1 - last)
+            rows, intervals, partitions = rows[keep], intervals[keep], partitions[keep]
+            names = [names[i] for i in keep]
+            ids = [ids[i] for i in keep]
+            n = len(rows)
+        self._ensure_rows(int(rows.max()) + 1)
+        lids = np.empty(n, np.int64)
+        for i in range(n):
+            name, iv = names[i], int(intervals[i])
+            sidx, schema = self.schemas.match(name, iv)
+            aidx, agg = self.aggregations.match(name)
+            lids[i] = self._layout_for(sidx, schema, aidx, agg)
+        # rows already present: same layout keeps its data, another layout starts over
+        present = (self._rows["flags"][rows] & R_PRESENT) != 0
+        if present.any():
+            same = present & (self._rows["layout"][rows] == lids)
+            changed = present & ~same
+            if changed.any():
+                self.remove_series(rows[changed])
+            if same.any():
+                self._rows["partition"][rows[same]] = partitions[same]
+                self._rows["interval"][rows[same]] = intervals[same]
+                for i in np.flatnonzero(same):
+                    self._set_id(int(rows[i]), ids[i])
+            keep = ~same
+            rows, lids, intervals, partitions = rows[keep], lids[keep], intervals[keep], partitions[keep]
+            ids = [ids[i] for i in np.flatnonzero(keep)]
+            names = [names[i] for i in np.flatnonzero(keep)]
+        if len(rows) == 0:
+            return
+        now = int(self.clock())
+        for lid in np.unique(lids):
+            sel = np.flatnonzero(lids == lid)
+            self._place(self._layouts[int(lid)], rows[sel], intervals[sel], partitions[sel], now)
+        for i in range(len(rows)):
+            self._set_id(int(rows[i]), ids[i])
+        self._active += len(rows)
+
+    def _set_id(self, row: int, id_: str) -> None:
+        old = self._ids[row]
+        if self._id_rows is not None:
+            if old is not None and self._id_rows.get(old) == row:
+                del self._id_rows[old]
+            self._id_rows[id_] = row
+        self._ids[row] = id_
+
+    def _ensure_rows(self, n: int) -> None:
+        if n > len(self._rows):
+            self._rows = _grow(self._rows, n)
+            self._ids.extend([None] * (len(self._rows) - len(self._ids)))
+
+    def _place(
+        self, lay: _Layout, rows: np.ndarray, intervals: np.ndarray, parts: np.ndarray, now: int
+    ) -> None:
+        k = len(rows)
+        ns, na = lay.nslots, int(self._lay_arr["n_aggs"][lay.id])
+        nrob = lay.schema.reorder_window
+        reuse = [lay.free.pop() for _ in range(min(k, len(lay.free)))]
+        fresh = k - len(reuse)
+        slot0 = np.array([r[0] for r in reuse] + [self._n_slots + i * ns for i in range(fresh)], np.int64)
+        agg0 = np.array([r[1] for r in reuse] + [self._n_aggs + i * na for i in range(fresh)], np.int64)
+        rob0 = np.array([r[2] for r in reuse] + [self._n_rob + i * nrob for i in range(fresh)], np.int64)
+        ring0 = np.array(
+            [r[3] for r in reuse] + [self._n_ring + i * lay.ring_per_row for i in range(fresh)], np.int64
+        )
+        self._n_slots += fresh * ns
+        self._n_aggs += fresh * na
+        self._n_rob += fresh * nrob
+        self._n_ring += fresh * lay.ring_per_row
+        if self._n_slots >= 1 << 32 or self._n_ring >= 1 << 32:
+            raise MemoryError("tank: more than 2**32 slots or ring entries")
+        self._slots = _grow(self._slots, self._n_slots)
+        self._aggs = _grow(self._aggs, self._n_aggs)
+        self._rob_ts = _grow(self._rob_ts, self._n_rob)
+        self._rob_val = _grow(self._rob_val, self._n_rob)
+        if self._n_ring > len(self._ring_t0):
+            self._ring_t0 = _grow(self._ring_t0, self._n_ring)
+            self._ring_meta = _grow(self._ring_meta, self._n_ring)
+            self._ring_blobs.extend([None] * (len(self._ring_t0) - len(self._ring_blobs)))
+
+        # slots: zeroed records, then the per-offset constants and the row back-reference
+        idx = (slot0[:, None] + np.arange(ns)).ravel()
+        self._slots[idx] = np.zeros(1, SLOT_DTYPE)
+        s = self._slots
+        off = np.tile(np.arange(ns), k)
+        span = np.asarray(lay.chunkspan, np.int64)[off]
+        s["span_code"][idx] = np.asarray([_SPAN_CODE[c] for c in lay.chunkspan], np.uint8)[off]
+        s["ring_cap"][idx] = np.asarray(lay.numchunks, np.int64)[off]
+        s["ring_base"][idx] = (ring0[:, None] + np.asarray(lay.ring_off, np.int64)).ravel()
+        s["row"][idx] = np.repeat(rows, ns)
+        s["leading"][idx] = 0xFF
+        s["prev_delta"][idx] = 60
+        # first region size: room for the points of one chunk at ~1 byte each plus headroom (grows by 1.5x)
+        step = np.repeat(np.maximum(intervals, 1), ns)
+        step = np.where(off == 0, step, np.asarray([1] + lay.lead, np.int64)[off] + 1)
+        pts = np.minimum(span // np.maximum(step, 1), 4096)
+        s["cap"][idx] = ((pts + 24 + 7) // 8 * 8).astype(np.uint32)
+        if na:
+            aidx = (agg0[:, None] + np.arange(na)).ravel()
+            self._aggs[aidx] = np.zeros(1, AGG_DTYPE)
+            self._aggs["min"][aidx] = np.finfo(np.float64).max
+            self._aggs["max"][aidx] = -np.finfo(np.float64).max
+        if nrob:
+            ridx = (rob0[:, None] + np.arange(nrob)).ravel()
+            self._rob_ts[ridx] = 0
+        r = self._rows
+        r["slot_start"][rows] = slot0
+        r["agg_base"][rows] = agg0
+        r["rob_base"][rows] = rob0
+        r["rob_newest"][rows] = 0
+        r["last_write"][rows] = now
+        r["partition"][rows] = parts
+        r["interval"][rows] = intervals
+        r["layout"][rows] = lay.id
+        r["flags"][rows] = R_PRESENT
+
+    def remove_series(self, rows: np.ndarray) -> None:
+        """Forget rows (deleted from the index or collected); their completed chunks stay takeable."""
+        rows = np.asarray(rows, np.int64)
+        rows = rows[(rows >= 0) & (rows < len(self._rows))]
+        rows = np.unique(rows[(self._rows["flags"][rows] & R_PRESENT) != 0])
+        if len(rows) == 0:
+            return
+        self._drain()  # resolve pending events' ids before the rows can be reused
+        for r in rows.tolist():
+            rec = self._rows[r]
+            lay = self._layouts[int(rec["layout"])]
+            ring0 = int(self._slots["ring_base"][int(rec["slot_start"])])
+            lay.free.append((int(rec["slot_start"]), int(rec["agg_base"]), int(rec["rob_base"]), ring0))
+            old = self._ids[r]
+            if self._id_rows is not None and old is not None and self._id_rows.get(old) == r:
+                del self._id_rows[old]
+            self._ids[r] = None
+        _tank.release(self._state(), rows)
+        self._active -= len(rows)
+        self._maybe_compact()
+
+    # --- ingest ------------------------------------------------------------------------------------------------
+    def add_points(self, rows: np.ndarray, ts: np.ndarray, values: np.ndarray) -> None:
+        """Add a batch in arrival order (rows: int64 index rows, -1 = unknown; ts uint32; values float64)."""
+        rows = np.ascontiguousarray(rows, np.int64)
+        ts = np.ascontiguousarray(ts, np.uint32)
+        values = np.ascontiguousarray(values, np.float64)
+        if len(rows) == 0:
+            return
+        _tank.add_points(self._state(), rows, ts, values, int(self.clock()))
+        self._maybe_compact()
+
+    @property
+    def discarded(self) -> dict[str, int]:
+        return {reason: int(self._meta[i]) for reason, i in DISCARD_REASONS.items()}
+
+    @property
+    def points_added(self) -> int:
+        return int(self._meta[M_ADDED])
+
+    # --- completed chunks and save marks -----------------------------------------------------------------------
+    def _chunks(
+        self, slots: np.ndarray, t0s: np.ndarray, blobs: list, complete: np.ndarray
+    ) -> CompletedChunks:
+        slots = np.asarray(slots, np.int64)
+        rows = self._slots["row"][slots].astype(np.int64)
+        flat = self._lay_base[self._rows["layout"][rows]] + (slots - self._rows["slot_start"][rows])
+        ids = self._ids
+        tab = self._tab_suffix
+        return CompletedChunks(
+            slot=slots,
+            row=rows,
+            t0=np.asarray(t0s, np.uint32),
+            span=self._tab_span[flat],
+            ttl=self._tab_ttl[flat],
+            partition=self._rows["partition"][rows].astype(np.int32),
+            complete=np.asarray(complete, bool),
+            data=blobs,
+            ids=[ids[r] for r in rows.tolist()],
+            suffixes=[tab[f] for f in flat.tolist()],
+        )
+
+    def _drain(self) -> None:
+        if not self._ev_blobs:
+            return
+        ev = np.frombuffer(bytes(self._events), EVENT_DTYPE)
+        blobs = self._ev_blobs
+        self._events = bytearray()
+        self._ev_blobs = []
+        self._pending.append(self._chunks(ev["slot"], ev["t0"], blobs, (ev["flags"] & 1) != 0))
+
+    def take_completed(self) -> CompletedChunks:
+        """Chunks finished since the last call (oldest first); the caller decides what to persist."""
+        self._drain()
+        out = CompletedChunks.concat(self._pending)
+        self._pending = []
+        self._recent = out
+        return out
+
+    def _ring_entries(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(slot per entry, ring index per entry) of the slots' closed chunks, oldest first per slot."""
+        s = self._slots[slots]
+        cnt = s["ring_count"].astype(np.int64)
+        if len(slots) == 0 or int(cnt.max(initial=0)) == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        cap = np.maximum(s["ring_cap"].astype(np.int64), 1)
+        j = np.arange(int(cnt.max()))
+        pos = (s["ring_head"].astype(np.int64)[:, None] - cnt[:, None] + j) % cap[:, None]
+        idx = s["ring_base"].astype(np.int64)[:, None] + pos
+        mask = j < cnt[:, None]
+        return np.broadcast_to(slots[:, None], idx.shape)[mask], idx[mask]
+
+    def unsaved_ring_chunks(self, slots: np.ndarray) -> CompletedChunks:
+        """Completed chunks of these slots with t0 beyond their save-start mark, oldest first per slot.
+
+        That is Metrictank's walk-back through the ring, plus the chunks returned by the last
+        `take_completed()` that are no longer in the ring: a batch can complete several chunks of a series
+        (a replay, numchunks 1) and GC removes idle series, while Metrictank persists each chunk the moment
+        it completes. Call it after `take_completed()`, before the next ingest."""
+        slots = np.asarray(slots, np.int64)
+        es, ei = self._ring_entries(slots)
+        t0 = self._ring_t0[ei]
+        sel = t0 > self._slots["lss"][es]
+        es, ei, t0 = es[sel], ei[sel], t0[sel]
+        blobs = [self._ring_blobs[i] for i in ei.tolist()]
+        ring = self._chunks(es, t0, blobs, (self._ring_meta[ei] & RM_COMPLETE) != 0)
+        rec = self._recent
+        if not len(rec):
+            return ring
+        key = (rec.slot << 32) | rec.t0.astype(np.int64)
+        gone = np.isin(rec.slot, slots) & ~np.isin(key, (es << 32) | t0.astype(np.int64))
+        gone &= rec.t0 > self._slots["lss"][rec.slot]
+        if not gone.any():
+            return ring
+        both = CompletedChunks.concat([ring, rec.take(np.flatnonzero(gone))])
+        return both.take(np.lexsort((both.t0, both.slot)))
+
+    def mark_save_started(self, slots: np.ndarray, t0s: np.ndarray) -> None:
+        """Chunks up to t0 are saved or queued: never offer them for persisting again."""
+        slots = np.asarray(slots, np.int64)
+        t0s = np.asarray(t0s, np.int64)
+        np.maximum.at(self._slots["lss"], slots, np.clip(t0s, 0, 0xFFFFFFFF).astype(np.uint32))
+
+    def mark_saved(self, slots: np.ndarray, t0s: np.ndarray) -> None:
+        """A persist notification (any node's, ours included): chunks up to t0 are durable."""
+        self.mark_save_started(slots, t0s)
+        slots = np.asarray(slots, np.int64)
+        t0s = np.clip(np.asarray(t0s, np.int64), 0, 0xFFFFFFFF).astype(np.uint32)
+        np.maximum.at(self._slots["lsf"], slots, t0s)
+
+    def save_marks(self, slot: int) -> tuple[int, int]:
+        """(last save start, last save finish) of a slot."""
+        return int(self._slots["lss"][slot]), int(self._slots["lsf"][slot])
+
+    def _row_of(self, id_: str) -> int | None:
+        if self._id_rows is not None:
+            return self._id_rows.get(id_)
+        assert self._row_of_id is not None
+        return self._row_of_id(id_)
+
+    def slot_of(self, amkey: str) -> int | None:
+        """The slot of an AMKey (`<id>` or `<id>_<method>_<span>`), None if unknown here."""
+        id_, sep, rest = amkey.partition("_")
+        row = self._row_of(id_)
+        if row is None or row < 0 or row >= len(self._rows) or not (self._rows["flags"][row] & R_PRESENT):
+            return None
+        start = int(self._rows["slot_start"][row])
+        if not sep:
+            return start
+        method, _, span = rest.partition("_")
+        if not span.isdigit():
+            return None
+        off = self._layouts[int(self._rows["layout"][row])].offset_of.get((method, int(span)))
+        return None if off is None else start + off
+
+    # --- partitions and completeness -------------------------------------------------------------------------
+    def set_partition_start(self, partition: int, first_msg_ts: int) -> None:
+        """Chunks of this partition starting at or after first_msg_ts are complete (0: consumed from the log
+        start, all complete). Call it before adding the partition's first points: chunks that complete before
+        the call were judged with the old start. Open chunks are re-judged here, so a call right after the
+        first batch still flags the chunks that batch started correctly."""
+        if partition < 0:
+            raise ValueError("partition must be >= 0")
+        if partition >= len(self._pstart):
+            new = np.zeros(partition + 1, np.uint32)
+            new[: len(self._pstart)] = self._pstart
+            self._pstart = new
+        start = max(0, min(int(first_msg_ts), 0xFFFFFFFF))
+        self._pstart[partition] = start
+        self._part_starts[partition] = start
+        rows = np.flatnonzero(
+            ((self._rows["flags"] & R_PRESENT) != 0) & (self._rows["partition"] == partition)
+        )
+        if len(rows) == 0:
+            return
+        nslots = self._lay_arr["nslots"][self._rows["layout"][rows]].astype(np.int64)
+        first = self._rows["slot_start"][rows].astype(np.int64)
+        off = np.arange(int(nslots.sum())) - np.repeat(np.cumsum(nslots) - nslots, nslots)
+        slots = np.repeat(first, nslots) + off
+        lead = self._tab_lead[np.repeat(self._lay_base[self._rows["layout"][rows]], nslots) + off]
+        flags = self._slots["flags"][slots]
+        is_open = ((flags & F_LIVE) != 0) & ((flags & F_FINISHED) == 0)
+        slots, lead, flags = slots[is_open], lead[is_open], flags[is_open]
+        ok = (start == 0) | (self._slots["t0"][slots].astype(np.int64) - lead >= start)
+        self._slots["flags"][slots] = np.where(ok, flags | F_COMPLETE, flags & (0xFF ^ F_COMPLETE))
+
+    @property
+    def partition_starts(self) -> dict[int, int]:
+        return dict(self._part_starts)
+
+    def complete_from(self) -> int:
+        """Data time from which every chunk of every layout in use is complete (0 if all already are): once
+        data reaches it, each current chunk is one this node saw from its start."""
+        best = 0
+        combos = {(cs, ld) for lay in self._layouts for cs, ld in zip(lay.chunkspan, lay.lead, strict=True)}
+        for start in self._part_starts.values():
+            if start == 0:
+                continue
+            for cs, ld in combos:
+                first = start + ld
+                best = max(best, -(-first // cs) * cs)
+        return best
+
+    # --- reads -------------------------------------------------------------------------------------------------
+    def slot_for(self, row: int, archive: int = 0, method: str | None = None) -> int:
+        """The slot of archive `archive` (0 = raw) and rollup `method` of a row; KeyError if not stored."""
+        if row < 0 or row >= len(self._rows) or not (self._rows["flags"][row] & R_PRESENT):
+            raise KeyError(f"row {row} is not in the tank")
+        start = int(self._rows["slot_start"][row])
+        if archive == 0:
+            return start
+        lay = self._layouts[int(self._rows["layout"][row])]
+        if archive >= len(lay.schema.retentions):
+            raise KeyError(f"row {row} has no archive {archive}")
+        m = _METHOD_ALIASES.get(method or lay.agg.default_method)
+        off = lay.offset_of.get((m or "", lay.schema.retentions[archive].interval))
+        if off is None:
+            raise KeyError(
+                f"row {row} archive {archive} stores no {method!r} (stored: {lay.agg.stored_methods})"
+            )
+        return start + off
+
+    def read(
+        self, row: int, archive: int, method: str | None, start: int, end: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Points in [start, end) held in memory, and the oldest timestamp memory is authoritative from
+        (earlier data must come from the store; `end` when memory holds nothing). Archive 0 is raw; archive
+        i > 0 is the i-th rollup of the series' matched schema, `method` one of sum cnt min max lst."""
+        return self.read_many([row], archive, method, start, end)[0]
+
+    def read_many(
+        self, rows: Sequence[int] | np.ndarray, archive: int, method: str | None, start: int, end: int
+    ) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """`read` for many rows with one decode call (a render of many series)."""
+        rows = [int(r) for r in rows]
+        if not rows:
+            return []
+        slots = np.asarray([self.slot_for(r, archive, method) for r in rows], np.int64)
+        s = self._slots[slots]
+        span = np.asarray(SPANS, np.int64)[s["span_code"]]
+        flags = s["flags"].astype(np.int64)
+        pos_of = np.arange(len(slots))
+        # ring entries, oldest first per slot
+        es, ei = self._ring_entries(slots)
+        epos = np.repeat(pos_of, s["ring_count"].astype(np.int64))
+        t0s = self._ring_t0[ei].astype(np.int64)
+        rmeta = self._ring_meta[ei]
+        first_entry = np.full(len(slots), -1, np.int64)
+        if len(ei):
+            starts = np.flatnonzero(np.r_[True, epos[1:] != epos[:-1]])
+            first_entry[epos[starts]] = starts
+        # the oldest point memory vouches for: the oldest chunk's t0 (its first point if it is the first chunk)
+        open_live = ((flags & F_LIVE) != 0) & ((flags & F_FINISHED) == 0)
+        oldest = np.full(len(slots), -1, np.int64)
+        has_ring = first_entry >= 0
+        fe = first_entry[has_ring]
+        oldest[has_ring] = np.where(rmeta[fe] & RM_FIRST, s["first_ts"][has_ring], t0s[fe])
+        only_open = ~has_ring & open_live
+        oldest[only_open] = np.where(flags[only_open] & F_FIRST, s["first_ts"][only_open], s["t0"][only_open])
+        sel = (t0s < end) & (t0s + span[epos] > start)
+        b_pos = epos[sel]
+        b_t0 = t0s[sel]
+        blobs = [self._ring_blobs[i] for i in ei[sel].tolist()]
+        cur_t0 = s["t0"].astype(np.int64)
+        want_open = open_live & (cur_t0 < end) & (cur_t0 + span > start)
+        if want_open.any():
+            op = np.flatnonzero(want_open)
+            oblobs = _tank.open_blobs(self._state(), slots[op])
+            keep = [i for i, bl in enumerate(oblobs) if bl is not None]
+            b_pos = np.concatenate([b_pos, op[keep]])
+            b_t0 = np.concatenate([b_t0, cur_t0[op[keep]]])
+            blobs.extend(oblobs[i] for i in keep)
+            order = np.argsort(b_pos, kind="stable")  # ring chunks, then the open one, per slot
+            b_pos, b_t0 = b_pos[order], b_t0[order]
+            blobs = [blobs[i] for i in order.tolist()]
+        if blobs:
+            counts, ts, vals = decode_chunks(b_t0.astype(np.uint32), blobs)
+            pt_pos = np.repeat(b_pos, counts)
+            keep = (ts >= start) & (ts < end)
+            ts, vals, pt_pos = ts[keep], vals[keep], pt_pos[keep]
+            bounds = np.searchsorted(pt_pos, np.arange(len(slots) + 1))
+        else:
+            ts, vals = np.empty(0, np.uint32), np.empty(0, np.float64)
+            bounds = np.zeros(len(slots) + 1, np.int64)
+        out = []
+        for i, row in enumerate(rows):
+            rts, rvals = ts[bounds[i] : bounds[i + 1]], vals[bounds[i] : bounds[i + 1]]
+            old = int(oldest[i])
+            xts, xvals = self._unflushed(row, archive, int(slots[i]))
+            if len(xts):
+                if old < 0:
+                    old = int(xts.min())
+                k = (xts >= start) & (xts < end)
+                rts, rvals = np.concatenate([rts, xts[k]]), np.concatenate([rvals, xvals[k]])
+                order = np.argsort(rts, kind="stable")
+                rts, rvals = rts[order], rvals[order]
+            out.append((rts, rvals, end if old < 0 else old))
+        return out
+
+    def _unflushed(self, row: int, archive: int, slot: int) -> tuple[np.ndarray, np.ndarray]:
+        """Points not in any chunk yet: the reorder buffer (raw) or the bucket in progress (rollups)."""
+        rec = self._rows[row]
+        lay = self._layouts[int(rec["layout"])]
+        if archive == 0:
+            w = lay.schema.reorder_window
+            if not w:
+                return np.empty(0, np.uint32), np.empty(0, np.float64)
+            b = int(rec["rob_base"])
+            ts, vals = self._rob_ts[b : b + w], self._rob_val[b : b + w]
+            nz = ts != 0
+            return ts[nz].copy(), vals[nz].copy()
+        a = self._aggs[int(rec["agg_base"]) + archive - 1]
+        if a["cnt"] == 0:
+            return np.empty(0, np.uint32), np.empty(0, np.float64)
+        m = lay.method[slot - int(rec["slot_start"])]
+        v = float(a["cnt"]) if m == "cnt" else float(a[m])
+        return np.asarray([a["boundary"]], np.uint32), np.asarray([v], np.float64)
+
+    # --- garbage collection ------------------------------------------------------------------------------------
+    def gc(self, now: int, chunk_max_stale: int, metric_max_stale: int) -> tuple[int, np.ndarray]:
+        """Finish the open chunks of series idle for chunk_max_stale (they become completed chunks) and remove
+        series idle for metric_max_stale; returns (chunks finished, removed rows) so the index can drop them."""
+        now = int(now)
+        fin, removed = _tank.gc(
+            self._state(), now, max(now - int(chunk_max_stale), 0), max(now - int(metric_max_stale), 0)
+        )
+        rows = np.frombuffer(bytes(removed), np.uint32).astype(np.int64)
+        if len(rows):
+            self.remove_series(rows)
+        else:
+            self._drain()
+        return int(fin), rows
+
+    # --- introspection -----------------------------------------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        m = self._meta
+        return {
+            "metrics_active": self._active,
+            "slots": self._n_slots,
+            "points_in_memory": int(m[M_POINTS_MEM]),
+            "chunks_in_ring": int(m[M_RING_CHUNKS]),
+            "chunks_completed": int(m[M_COMPLETED]),
+            "arena_bytes": len(self._arena),
+            "arena_used": int(m[M_ARENA_USED]),
+            "arena_waste": int(m[M_ARENA_WASTE]),
+            "ring_blob_bytes": int(m[M_RING_BYTES]),
+            "rollup_discarded": int(m[M_ROLLUP_DISCARD]),
+            "reordered": int(m[M_REORDERED]),
+        }
+
+    def memory_bytes(self) -> int:
+        """Estimate of the memory the tank holds (arrays, arena, ring blobs with their object headers)."""
+        arrays = sum(
+            a.nbytes
+            for a in (
+                self._slots,
+                self._rows,
+                self._aggs,
+                self._ring_t0,
+                self._ring_meta,
+                self._rob_ts,
+                self._rob_val,
+                self._pstart,
+            )
+        )
+        blobs = int(self._meta[M_RING_BYTES]) + int(self._meta[M_RING_CHUNKS]) * 40
+        lists = 8 * (len(self._ring_blobs) + len(self._ids))
+        ids = 0 if self._id_rows is None else 100 * len(self._id_rows)
+        return arrays + len(self._arena) + blobs + lists + ids
+
+    def __len__(self) -> int:
+        return self._active
