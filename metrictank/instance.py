@@ -101,6 +101,7 @@ class Instance:
         self._server_thread: threading.Thread | None = None
         self.points_ingested = 0
         self.batches = 0
+        self.batch_errors = 0
         self._partition_started: set[int] = set()
 
     # --- construction helpers ------------------------------------------------------------------------------
@@ -197,7 +198,11 @@ class Instance:
                     with self.lock:
                         # before the batch: a replay that starts mid-chunk may complete that chunk in this batch
                         self._apply_partition_starts()
-                        self.points_ingested += self.handler.process(batch.values, batch.partition_of)
+                        try:
+                            self.points_ingested += self.handler.process(batch.values, batch.partition_of)
+                        except Exception:  # noqa: BLE001 - a bad batch must not stop the instance
+                            self.batch_errors += 1
+                            log.exception("ingest of a batch of %d messages failed; skipped", len(batch.values))
                         self._after_ingest()
                     self.batches += 1
                 now = time.monotonic()
