@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from metrictank import __version__
+from metrictank.api.source import InstanceSource
 from metrictank.cluster.node import Node, data_complete_wait
 from metrictank.cluster.peers import fetch_peers, parse_peers
 from metrictank.cluster.persist import PendingMarks, PersistListener, PersistNotifier
@@ -93,6 +94,7 @@ class Instance:
                 brokers, kc.topic, self.partitions, kc.offset, self._apply_saved, self.name
             )
         self.store.set_on_saved(self._on_saved)
+        self.query_source = InstanceSource(self.index, self.tank, self.store, self.schemas, self.lock, clock)
 
         self.gc_interval = cfg.retention.gc_interval
         self.stats = Stats()
@@ -174,7 +176,7 @@ class Instance:
 
         from metrictank.api import create_app
 
-        app = create_app(self)
+        app = create_app(self, lambda: self.query_source)
         config = uvicorn.Config(
             app, host=self.http_host, port=self.http_port, log_level="warning", access_log=False
         )

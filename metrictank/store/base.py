@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from metrictank.schema import ROW_KEY_BUCKET, read_lower_bound
+
 SavedCallback = Callable[[Sequence["ChunkWrite"]], None]
 Chunks = list[tuple[int, bytes]]
 
@@ -34,7 +36,17 @@ class ChunkWrite:
 
 @runtime_checkable
 class ChunkStore(Protocol):
-    """What the tank, the persist notifier and the query layer rely on."""
+    """What the tank, the persist notifier and the query layer rely on.
+
+    - `submit` keeps per-AMKey order: chunks of one key are written (and confirmed) in submission order,
+      and a series and its rollups share a queue.
+    - `on_saved` runs on the store's I/O thread with batches of confirmed chunks (chunks skipped because
+      they had already expired are included, as Metrictank sends persist messages for them too). It
+      must not block for long nor call `submit` (which may block on a full queue: deadlock).
+    - `read` returns the chunks whose t0 lies in [start - max_span, end) within the row-key buckets of
+      [start, end), t0 ascending; callers trim points outside [start, end).
+    - `close` writes what it can within its timeout, then gives up on the rest (counted as abandoned).
+    """
 
     stats: dict
 
@@ -81,15 +93,10 @@ def queue_index(amkey: str, org: int, n: int) -> int:
     return (org + total) % n
 
 
-def read_lower_bound(start: int, max_span: int, bucket: int) -> int:
-    """Smallest t0 that can hold a point at or after `start`.
+def read_bounds(start: int, max_span: int) -> int:
+    """Lowest t0 a read of [start, ...) must include (schema.read_lower_bound, spec §5).
 
-    A chunk holding `start` began at most `max_span - 1` seconds earlier. Spans divide the 28-day row
-    bucket, so that chunk always lives in `start`'s own bucket: never look before the bucket's start.
-    Without a known span (`max_span <= 0`) we fall back to the whole first bucket, which is what
-    Metrictank itself reads.
+    `max_span` is the largest chunkspan the series may have used; when the caller does not know it
+    (<= 0) we read the whole first 28-day bucket, which is what Metrictank itself does.
     """
-    first = (start // bucket) * bucket
-    if max_span <= 0:
-        return first
-    return max(start - max_span + 1, first)
+    return read_lower_bound(start, max_span if max_span > 0 else ROW_KEY_BUCKET)

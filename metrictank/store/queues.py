@@ -75,12 +75,11 @@ class WriteQueues:
                     accepted += len(part)
                     self._size += len(part)
                     self._signal()
-        self._wake()
 
     def _signal(self) -> None:
+        """Tell consumers there is work, also mid-put: a producer blocked on a full queue must not
+        leave what it already queued unannounced."""
         self._not_empty.notify()
-
-    def _wake(self) -> None:
         if self._wakeup is not None:
             self._wakeup()
 

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from metrictank.schema import ROW_KEY_BUCKET, row_key, row_keys_for_range, table_for_ttl, write_ttl
-from metrictank.store.base import ChunkWrite, Chunks, read_lower_bound
+from metrictank.schema import row_key, row_keys_for_range, table_for_ttl, write_ttl
+from metrictank.store.base import Chunks, ChunkWrite, read_bounds
 from metrictank.store.pipeline import QueuedStore
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class SQLiteStore(QueuedStore):
         retry_base: float = 0.1,
         retry_max: float = 2.0,
         synchronous: str = "NORMAL",
+        busy_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(write_queues, write_queue_size)
@@ -56,6 +57,7 @@ class SQLiteStore(QueuedStore):
         self._retry_base = retry_base
         self._retry_max = retry_max
         self._clock = clock
+        self._busy_timeout = busy_timeout
         self._stop = threading.Event()  # writer: give up (abandon) what is left
         self._tables: set[str] = set()
         self._readers: list[sqlite3.Connection] = []
@@ -72,9 +74,10 @@ class SQLiteStore(QueuedStore):
 
     # -- connections ------------------------------------------------------------------------------
     def _connect(self, synchronous: str = "NORMAL") -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
         conn.execute(f"PRAGMA synchronous={synchronous}")
-        conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
     def _reader(self) -> sqlite3.Connection:
@@ -113,7 +116,12 @@ class SQLiteStore(QueuedStore):
             except sqlite3.Error as exc:
                 self._counters["write_errors"] += 1
                 if attempt % 20 == 0:
-                    log.warning("sqlite store: write of %d chunks failed (attempt %d): %s", len(batch), attempt + 1, exc)
+                    log.warning(
+                        "sqlite store: write of %d chunks failed (attempt %d): %s",
+                        len(batch),
+                        attempt + 1,
+                        exc,
+                    )
                 delay = min(self._retry_max, self._retry_base * (2**attempt))
                 attempt += 1
                 if self._stop.wait(delay):
@@ -165,7 +173,9 @@ class SQLiteStore(QueuedStore):
         try:
             tables = [
                 r[0]
-                for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'metric\\_%' ESCAPE '\\'")
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'metric\\_%' ESCAPE '\\'"
+                )
             ]
             total = 0
             for t in tables:
@@ -190,7 +200,7 @@ class SQLiteStore(QueuedStore):
             return []
         table = table_for_ttl(ttl)[0]
         keys = row_keys_for_range(amkey, start, end)
-        lo = read_lower_bound(start, max_span, ROW_KEY_BUCKET)
+        lo = read_bounds(start, max_span)
         sql = _SELECT.format(t=table, marks=",".join("?" * len(keys)))
         try:
             cur = self._reader().execute(sql, (*keys, lo, end, int(self._clock())))

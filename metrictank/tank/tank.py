@@ -754,6 +754,19 @@ class Tank:
         return best
 
     # --- reads -------------------------------------------------------------------------------------------------
+    def slot_key(self, slot: int) -> tuple[str, int]:
+        """(AMKey, TTL) of a slot: how its chunks are named and kept in the store."""
+        row = int(self._slots["row"][slot])
+        flat = int(self._lay_base[self._rows["layout"][row]] + (slot - self._rows["slot_start"][row]))
+        return self._ids[row] + self._tab_suffix[flat], int(self._tab_ttl[flat])
+
+    def schema_of(self, row: int) -> tuple[Schema, Aggregation]:
+        """The storage schema and aggregation a row was matched to (the query side picks archives by them)."""
+        if row < 0 or row >= len(self._rows) or not (self._rows["flags"][row] & R_PRESENT):
+            raise KeyError(f"row {row} is not in the tank")
+        lay = self._layouts[int(self._rows["layout"][row])]
+        return lay.schema, lay.agg
+
     def slot_for(self, row: int, archive: int = 0, method: str | None = None) -> int:
         """The slot of archive `archive` (0 = raw) and rollup `method` of a row; KeyError if not stored."""
         if row < 0 or row >= len(self._rows) or not (self._rows["flags"][row] & R_PRESENT):

@@ -20,7 +20,11 @@ class FakeBackend:
         self.demoted = 0
 
     def node_json(self):
-        return {"name": "mt1", "primary": self.primary, "state": "NodeReady" if self.ready else "NodeNotReady"}
+        return {
+            "name": "mt1",
+            "primary": self.primary,
+            "state": "NodeReady" if self.ready else "NodeNotReady",
+        }
 
     def is_ready(self):
         return self.ready
@@ -103,7 +107,10 @@ def test_token_required_for_post_only():
     c = TestClient(create_app(be))
     assert c.get("/node").status_code == 200
     assert c.post("/node", data={"primary": "true"}).status_code == 401
-    assert c.post("/node", data={"primary": "true"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        c.post("/node", data={"primary": "true"}, headers={"Authorization": "Bearer wrong"}).status_code
+        == 401
+    )
     assert not be.primary
     r = c.post("/node", data={"primary": "true"}, headers={"Authorization": "Bearer s3cret"})
     assert r.status_code == 200 and be.primary

@@ -21,7 +21,9 @@ def test_defaults_follow_metrictank_names():
 
 def test_file_then_env_override(tmp_path: Path):
     f = tmp_path / "mt.toml"
-    f.write_text('instance = "mt1"\n[cluster]\nprimary-node = true\nwarm-up-period = "2m"\n[kafka-mdm-in]\nbrokers = "a:1"\n')
+    f.write_text(
+        'instance = "mt1"\n[cluster]\nprimary-node = true\nwarm-up-period = "2m"\n[kafka-mdm-in]\nbrokers = "a:1"\n'
+    )
     cfg = load_config(f, env={"MT_KAFKA_MDM_IN_BROKERS": "b:2", "MT_CLUSTER_MAX_PRIORITY": "3"})
     assert cfg.instance == "mt1"
     assert cfg.cluster.primary_node is True
@@ -37,11 +39,11 @@ def test_file_then_env_override(tmp_path: Path):
     [
         ("[cluster]\nprimary-nod = true\n", "cluster.primary-nod"),
         ("[clusterr]\nx = 1\n", "clusterr"),
-        ("[cluster]\nmax-priority = \"high\"\n", "cluster.max-priority"),
-        ("[kafka-mdm-in]\noffset = \"yesterday\"\n", "kafka-mdm-in.offset"),
-        ("[kafka-mdm-in]\npartitions = \"1,x\"\n", "kafka-mdm-in.partitions"),
-        ("[store]\nbackend = \"mysql\"\n", "store.backend"),
-        ("[http]\nlisten = \"6060\"\n", "http.listen"),
+        ('[cluster]\nmax-priority = "high"\n', "cluster.max-priority"),
+        ('[kafka-mdm-in]\noffset = "yesterday"\n', "kafka-mdm-in.offset"),
+        ('[kafka-mdm-in]\npartitions = "1,x"\n', "kafka-mdm-in.partitions"),
+        ('[store]\nbackend = "mysql"\n', "store.backend"),
+        ('[http]\nlisten = "6060"\n', "http.listen"),
         ("bogus = 1\n", "bogus"),
         ("[cluster\n", "not valid TOML"),
     ],

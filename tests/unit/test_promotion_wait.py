@@ -34,8 +34,21 @@ def test_node_json_has_metrictank_fields():
     t = [1_000_000_000.5]
     n = Node("mt1", False, [0, 1], 6060, clock=lambda: t[0])
     j = n.metrictank_json()
-    for k in ("name", "version", "primary", "primaryChange", "mode", "state", "priority", "started", "stateChange",
-              "partitions", "apiPort", "apiScheme", "updated"):
+    for k in (
+        "name",
+        "version",
+        "primary",
+        "primaryChange",
+        "mode",
+        "state",
+        "priority",
+        "started",
+        "stateChange",
+        "partitions",
+        "apiPort",
+        "apiScheme",
+        "updated",
+    ):
         assert k in j
     assert j["state"] == "NodeNotReady"
     assert rfc3339(0.5) == "1970-01-01T00:00:00.500000000Z"

@@ -1,0 +1,211 @@
+"""The Graphite API's view of an instance: series from the index, points from the tank and the chunk store.
+
+A read sees one continuous series: the tank is authoritative from the oldest point it holds (per series and
+archive), and everything before that comes from the store, so the two are stitched without gaps or duplicates.
+The archive is chosen as Metrictank does: the finest one whose TTL covers the range, that is ready, and that
+needs no more than maxDataPoints points; a coarser one only when the range or the point budget asks for it.
+Store reads of all series of a request go out as one batch and are decoded in one codec call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from metrictank.chunk import decode_chunks
+from metrictank.index.tags import TagQueryError
+from metrictank.query.consolidate import quantize
+from metrictank.query.errors import QueryError
+from metrictank.query.series import Series
+from metrictank.query.source import FindNode, SeriesRef
+
+__all__ = ["InstanceSource"]
+
+# Graphite consolidation names -> stored rollup methods
+_METHOD = {
+    "avg": "avg",
+    "average": "avg",
+    "sum": "sum",
+    "min": "min",
+    "max": "max",
+    "last": "lst",
+    "lst": "lst",
+    "count": "cnt",
+    "cnt": "cnt",
+}
+# stored methods -> the consolidator the query layer should use on top
+_CONSOLIDATOR = {"avg": "avg", "sum": "sum", "min": "min", "max": "max", "lst": "last", "cnt": "sum"}
+
+
+class InstanceSource:
+    """`metrictank.query.source.SeriesSource` over an instance's index, tank and store."""
+
+    def __init__(self, index, tank, store, schemas, lock, clock: Callable[[], float] = time.time) -> None:
+        self.index = index
+        self.tank = tank
+        self.store = store
+        self.lock = lock
+        self.clock = clock
+        self.max_span = schemas.max_chunkspan()
+
+    # --- names ---------------------------------------------------------------------------------------------------
+    def find(self, org: int, pattern: str) -> list[FindNode]:
+        return [FindNode(n.path, n.leaf, n.has_children) for n in self.index.find(org, pattern)]
+
+    def resolve(self, org: int, pattern: str) -> list[SeriesRef]:
+        return [SeriesRef(self.index.path_of(r), r) for r in self.index.find_leaves(org, pattern)]
+
+    def resolve_tags(self, org: int, exprs: Sequence[str]) -> list[SeriesRef]:
+        try:
+            rows = self.index.find_by_tags(org, list(exprs))
+        except TagQueryError as e:
+            raise QueryError(str(e)) from None
+        return [SeriesRef(self.index.path_of(r), r) for r in rows]
+
+    def all_paths(self, org: int) -> list[str]:
+        return self.index.all_paths(org)
+
+    def tags(self, org: int, filter: str | None) -> list[str]:  # noqa: A002 - protocol name
+        return self.index.tags(org, filter)
+
+    def tag_values(self, org: int, tag: str, filter: str | None) -> dict[str, int]:  # noqa: A002
+        out = {}
+        for v in self.index.tag_values(org, tag, filter):
+            out[v] = len(self.index.find_by_tags(org, [f"{tag}={v}"])) if tag != "name" else 1
+        return out
+
+    def autocomplete_tags(self, org: int, prefix: str, exprs: Sequence[str], limit: int) -> list[str]:
+        try:
+            return self.index.autocomplete_tags(org, prefix, list(exprs), limit)
+        except TagQueryError as e:
+            raise QueryError(str(e)) from None
+
+    def autocomplete_tag_values(
+        self, org: int, tag: str, prefix: str, exprs: Sequence[str], limit: int
+    ) -> list[str]:
+        try:
+            return self.index.autocomplete_values(org, tag, prefix, list(exprs), limit)
+        except TagQueryError as e:
+            raise QueryError(str(e)) from None
+
+    # --- data ----------------------------------------------------------------------------------------------------
+    def _archive(self, schema, start: int, end: int, mdp: int, now: int) -> int:
+        rets = schema.retentions
+        usable = [i for i, r in enumerate(rets) if start >= now - r.ttl and r.ready <= start]
+        if not usable:
+            # nothing covers the whole range: the longest-lived archive has the most of it
+            return max(range(len(rets)), key=lambda i: rets[i].ttl)
+        if mdp > 0:
+            for i in usable:
+                if (end - start) / rets[i].interval <= mdp:
+                    return i
+            return usable[-1]
+        return usable[0]
+
+    def fetch(
+        self,
+        org: int,
+        refs: Sequence[SeriesRef],
+        start: int,
+        end: int,
+        max_data_points: int,
+        consolidate_by: str | None,
+    ) -> list[Series]:
+        now = int(self.clock())
+        plans = []  # (ref, interval, [(archive, method)], stored method, consolidator)
+        with self.lock:
+            for ref in refs:
+                row = int(ref.key)
+                try:
+                    schema, agg = self.tank.schema_of(row)
+                except KeyError:
+                    continue  # removed since it was resolved
+                archive = self._archive(schema, start, end, max_data_points, now)
+                interval = schema.retentions[archive].interval
+                if archive == 0:
+                    plans.append(
+                        (
+                            ref,
+                            row,
+                            interval,
+                            [(0, None)],
+                            None,
+                            _CONSOLIDATOR.get(
+                                _METHOD.get(consolidate_by or agg.default_method, "avg"), "avg"
+                            ),
+                        )
+                    )
+                    continue
+                want = _METHOD.get(consolidate_by or agg.default_method, "avg")
+                stored = set(agg.stored_methods)
+                if want == "avg" and not {"sum", "cnt"} <= stored or want != "avg" and want not in stored:
+                    want = _METHOD.get(agg.default_method, "avg")
+                parts = [(archive, "sum"), (archive, "cnt")] if want == "avg" else [(archive, want)]
+                plans.append((ref, row, interval, parts, want, _CONSOLIDATOR[want]))
+            # memory reads under the lock (the ingest loop mutates the tank); older parts come from the store
+            mem = {}
+            store_reqs = {}
+            for k, plan in enumerate(plans):
+                row, parts = plan[1], plan[3]
+                for archive, method in parts:
+                    ts, vals, oldest = mem[(k, archive, method)] = self.tank.read(
+                        row, archive, method, start, end
+                    )
+                    if start < oldest:
+                        amkey, ttl = self.tank.slot_key(self.tank.slot_for(row, archive, method))
+                        store_reqs[(k, archive, method)] = (amkey, ttl, min(oldest, end))
+        stored = self._read_store(store_reqs, start)
+        out = []
+        for k, (ref, _row, interval, parts, want, consolidator) in enumerate(plans):
+            pieces = []
+            for archive, method in parts:
+                ts, vals, _oldest = mem[(k, archive, method)]
+                old = stored.get((k, archive, method))
+                if old is not None:
+                    ts = np.concatenate([old[0], np.asarray(ts, np.int64)])
+                    vals = np.concatenate([old[1], np.asarray(vals, np.float64)])
+                pieces.append((np.asarray(ts, np.int64), np.asarray(vals, np.float64)))
+            if want == "avg" and len(pieces) == 2:
+                first, s = quantize(*pieces[0], start, end, interval)
+                _, c = quantize(*pieces[1], start, end, interval)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    values = np.where(c > 0, s / c, np.nan)
+            else:
+                first, values = quantize(*pieces[0], start, end, interval)
+            out.append(Series(ref.name, ref.name, {}, first, interval, values, consolidator))
+        return out
+
+    def _read_store(self, reqs: dict, start: int) -> dict:
+        """Chunks older than what memory holds, for all series of a request, decoded in one call."""
+        if not reqs:
+            return {}
+        by_end: dict[int, list] = {}
+        for key, (amkey, ttl, upto) in reqs.items():
+            by_end.setdefault(upto, []).append((key, amkey, ttl))
+        out = {}
+        for upto, items in by_end.items():
+            res = self.store.read_many([(a, t) for _k, a, t in items], start, upto, self.max_span)
+            t0s, blobs, owners = [], [], []
+            for key, amkey, _ttl in items:
+                for t0, blob in res.get(amkey, []):
+                    t0s.append(t0)
+                    blobs.append(blob)
+                    owners.append(key)
+            if not blobs:
+                continue
+            counts, ts, vals = decode_chunks(np.asarray(t0s, np.int64), blobs)
+            bounds = np.concatenate([[0], np.cumsum(counts)])
+            acc: dict = {}
+            for j, key in enumerate(owners):
+                a, b = int(bounds[j]), int(bounds[j + 1])
+                acc.setdefault(key, []).append((ts[a:b], vals[a:b]))
+            for key, parts in acc.items():
+                t = np.concatenate([p[0] for p in parts]).astype(np.int64)
+                v = np.concatenate([p[1] for p in parts])
+                order = np.argsort(t, kind="stable")
+                t, v = t[order], v[order]
+                keep = (t >= start) & (t < upto)
+                out[key] = (t[keep], v[keep])
+        return out
