@@ -141,6 +141,14 @@ def _partitions(v: str) -> str | None:
     return None
 
 
+def _replication(v: str) -> str | None:
+    if re.fullmatch(r"\s*SimpleStrategy(\s+RF)?\s+\d+\s*", v, re.I) or re.fullmatch(
+        r"\s*NetworkTopologyStrategy\s+[\w.-]+:\d+(\s*,\s*[\w.-]+:\d+)*\s*", v, re.I
+    ):
+        return None
+    return "must be `SimpleStrategy <rf>` or `NetworkTopologyStrategy <dc>:<rf>,...`"
+
+
 def _listen(v: str) -> str | None:
     host, sep, port = v.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -170,84 +178,244 @@ def env_name(section: str, key: str) -> str:
     return "MT_" + "_".join(p.upper().replace("-", "_").replace(".", "_") for p in parts)
 
 
-O = Option
+_o = Option
 OPTIONS: tuple[Option, ...] = (
-    O("", "instance", "str", "default", "Name of this instance; it is the `instance` of persist messages and "
-      "the node name in the cluster. Must be unique within a cluster."),
+    _o(
+        "",
+        "instance",
+        "str",
+        "default",
+        "Name of this instance; it is the `instance` of persist messages and "
+        "the node name in the cluster. Must be unique within a cluster.",
+    ),
     # --- logging
-    O("log", "level", "str", "info", "Log level.", _one_of("debug", "info", "warning", "error")),
-    O("log", "format", "str", "text", "Log line format: text or json.", _one_of("text", "json")),
+    _o("log", "level", "str", "info", "Log level.", _one_of("debug", "info", "warning", "error")),
+    _o("log", "format", "str", "text", "Log line format: text or json.", _one_of("text", "json")),
     # --- http
-    O("http", "listen", "str", "127.0.0.1:6060", "Address of the HTTP API (admin, Graphite query, /metrics).",
-      _listen),
-    O("http", "admin-token", "str", "", "When set, POST admin endpoints require `Authorization: Bearer <token>`. "
-      "Never logged."),
+    _o(
+        "http",
+        "listen",
+        "str",
+        "127.0.0.1:6060",
+        "Address of the HTTP API (admin, Graphite query, /metrics).",
+        _listen,
+    ),
+    _o(
+        "http",
+        "admin-token",
+        "str",
+        "",
+        "When set, POST admin endpoints require `Authorization: Bearer <token>`. Never logged.",
+    ),
     # --- kafka-mdm-in
-    O("kafka-mdm-in", "enabled", "bool", True, "Consume metrics from Kafka."),
-    O("kafka-mdm-in", "brokers", "str", "localhost:9092", "Comma-separated Kafka bootstrap brokers."),
-    O("kafka-mdm-in", "topics", "str", "mdm", "Comma-separated data topics; all must have the same partition "
-      "count."),
-    O("kafka-mdm-in", "partitions", "str", "*", "Partitions to consume: * or a comma-separated list.",
-      _partitions),
-    O("kafka-mdm-in", "offset", "str", "newest", "Where to start consuming: oldest, newest, or a duration D "
-      "meaning the offset of now - D.", _offset),
-    O("kafka-mdm-in", "org-id", "int", 0, "Org for MetricPoint messages without org (format 0x03); 0 rejects "
-      "them.", _non_negative),
-    O("kafka-mdm-in", "batch-size", "int", 20000, "Messages consumed per call; larger batches cost less per "
-      "point.", _positive),
-    O("kafka-mdm-in", "fetch-max-wait", "duration", 0.1, "How long the broker may wait to fill a fetch "
-      "(librdkafka fetch.wait.max.ms).", _non_negative),
-    O("kafka-mdm-in", "consumer-options", "str", "", "Extra librdkafka settings, `key=value` separated by "
-      "commas."),
+    _o("kafka-mdm-in", "enabled", "bool", True, "Consume metrics from Kafka."),
+    _o("kafka-mdm-in", "brokers", "str", "localhost:9092", "Comma-separated Kafka bootstrap brokers."),
+    _o(
+        "kafka-mdm-in",
+        "topics",
+        "str",
+        "mdm",
+        "Comma-separated data topics; all must have the same partition count.",
+    ),
+    _o(
+        "kafka-mdm-in",
+        "partitions",
+        "str",
+        "*",
+        "Partitions to consume: * or a comma-separated list.",
+        _partitions,
+    ),
+    _o(
+        "kafka-mdm-in",
+        "offset",
+        "str",
+        "newest",
+        "Where to start consuming: oldest, newest, or a duration D meaning the offset of now - D.",
+        _offset,
+    ),
+    _o(
+        "kafka-mdm-in",
+        "org-id",
+        "int",
+        0,
+        "Org for MetricPoint messages without org (format 0x03); 0 rejects them.",
+        _non_negative,
+    ),
+    _o(
+        "kafka-mdm-in",
+        "batch-size",
+        "int",
+        20000,
+        "Messages consumed per call; larger batches cost less per point.",
+        _positive,
+    ),
+    _o(
+        "kafka-mdm-in",
+        "fetch-max-wait",
+        "duration",
+        0.1,
+        "How long the broker may wait to fill a fetch (librdkafka fetch.wait.max.ms).",
+        _non_negative,
+    ),
+    _o(
+        "kafka-mdm-in",
+        "consumer-options",
+        "str",
+        "",
+        "Extra librdkafka settings, `key=value` separated by commas.",
+    ),
     # --- kafka-cluster (persist notifications)
-    O("kafka-cluster", "enabled", "bool", True, "Send and receive persist notifications on Kafka."),
-    O("kafka-cluster", "brokers", "str", "", "Brokers for the persist topic; empty means those of kafka-mdm-in."),
-    O("kafka-cluster", "topic", "str", "metricpersist", "Topic of persist notifications."),
-    O("kafka-cluster", "offset", "str", "newest", "Where to start reading persist messages at startup: oldest, "
-      "newest or a duration.", _offset),
-    O("kafka-cluster", "backlog-process-timeout", "duration", 60.0, "Longest wait for the persist backlog "
-      "before data consumption starts (it ends as soon as it is caught up).", _non_negative),
+    _o("kafka-cluster", "enabled", "bool", True, "Send and receive persist notifications on Kafka."),
+    _o(
+        "kafka-cluster",
+        "brokers",
+        "str",
+        "",
+        "Brokers for the persist topic; empty means those of kafka-mdm-in.",
+    ),
+    _o("kafka-cluster", "topic", "str", "metricpersist", "Topic of persist notifications."),
+    _o(
+        "kafka-cluster",
+        "offset",
+        "str",
+        "newest",
+        "Where to start reading persist messages at startup: oldest, newest or a duration.",
+        _offset,
+    ),
+    _o(
+        "kafka-cluster",
+        "backlog-process-timeout",
+        "duration",
+        60.0,
+        "Longest wait for the persist backlog "
+        "before data consumption starts (it ends as soon as it is caught up).",
+        _non_negative,
+    ),
     # --- cluster
-    O("cluster", "name", "str", "metrictank", "Cluster name."),
-    O("cluster", "primary-node", "bool", False, "Start as primary: only the primary writes chunks to the store."),
-    O("cluster", "max-priority", "int", 10, "A node is ready only while its priority (seconds of Kafka lag) is "
-      "at most this.", _non_negative),
-    O("cluster", "warm-up-period", "duration", 60.0, "Time a secondary waits after startup before it is ready.",
-      _non_negative),
-    O("cluster", "peers", "str", "", "Static peer list: comma-separated base URLs of the other instances' HTTP "
-      "API (e.g. http://10.0.0.2:6060)."),
-    O("cluster", "peer-timeout", "duration", 2.0, "Timeout of requests to peers.", _positive),
+    _o("cluster", "name", "str", "metrictank", "Cluster name."),
+    _o(
+        "cluster",
+        "primary-node",
+        "bool",
+        False,
+        "Start as primary: only the primary writes chunks to the store.",
+    ),
+    _o(
+        "cluster",
+        "max-priority",
+        "int",
+        10,
+        "A node is ready only while its priority (seconds of Kafka lag) is at most this.",
+        _non_negative,
+    ),
+    _o(
+        "cluster",
+        "warm-up-period",
+        "duration",
+        60.0,
+        "Time a secondary waits after startup before it is ready.",
+        _non_negative,
+    ),
+    _o(
+        "cluster",
+        "peers",
+        "str",
+        "",
+        "Static peer list: comma-separated base URLs of the other instances' HTTP "
+        "API (e.g. http://10.0.0.2:6060).",
+    ),
+    _o("cluster", "peer-timeout", "duration", 2.0, "Timeout of requests to peers.", _positive),
     # --- store
-    O("store", "backend", "str", "sqlite", "Chunk store: sqlite (embedded, single machine) or cassandra.",
-      _one_of("sqlite", "cassandra")),
-    O("store", "write-queues", "int", 10, "Number of write queues; a series and its rollups share one.",
-      _positive),
-    O("store", "write-queue-size", "int", 100000, "Chunks per write queue; a full queue slows ingest down.",
-      _positive),
-    O("store", "drain-timeout", "duration", 60.0, "Longest wait for the write queues on demotion or shutdown.",
-      _non_negative),
-    O("sqlite", "path", "str", "./data/chunks.db", "SQLite database file of the embedded store."),
-    O("cassandra", "addrs", "str", "localhost:9042", "Comma-separated Cassandra contact points host:port."),
-    O("cassandra", "keyspace", "str", "metrictank", "Keyspace of the chunk tables."),
-    O("cassandra", "consistency", "str", "one", "Consistency level of reads and writes.",
-      _one_of("one", "two", "three", "quorum", "local_quorum", "local_one", "all")),
-    O("cassandra", "timeout", "duration", 1.0, "Timeout of one query.", _positive),
-    O("cassandra", "write-concurrency", "int", 64, "Writes in flight per process.", _positive),
-    O("cassandra", "create-keyspace", "bool", True, "Create the keyspace and tables at startup."),
-    O("cassandra", "replication", "str", "{'class': 'SimpleStrategy', 'replication_factor': 1}",
-      "Replication of the keyspace when it is created."),
+    _o(
+        "store",
+        "backend",
+        "str",
+        "sqlite",
+        "Chunk store: sqlite (embedded, single machine) or cassandra.",
+        _one_of("sqlite", "cassandra"),
+    ),
+    _o(
+        "store",
+        "write-queues",
+        "int",
+        10,
+        "Number of write queues; a series and its rollups share one.",
+        _positive,
+    ),
+    _o(
+        "store",
+        "write-queue-size",
+        "int",
+        100000,
+        "Chunks per write queue; a full queue slows ingest down.",
+        _positive,
+    ),
+    _o(
+        "store",
+        "drain-timeout",
+        "duration",
+        60.0,
+        "Longest wait for the write queues on demotion or shutdown.",
+        _non_negative,
+    ),
+    _o("sqlite", "path", "str", "./data/chunks.db", "SQLite database file of the embedded store."),
+    _o("cassandra", "addrs", "str", "localhost:9042", "Comma-separated Cassandra contact points host:port."),
+    _o("cassandra", "keyspace", "str", "metrictank", "Keyspace of the chunk tables."),
+    _o(
+        "cassandra",
+        "consistency",
+        "str",
+        "one",
+        "Consistency level of reads and writes.",
+        _one_of("one", "two", "three", "quorum", "local_quorum", "local_one", "all"),
+    ),
+    _o("cassandra", "timeout", "duration", 1.0, "Timeout of one query.", _positive),
+    _o("cassandra", "write-concurrency", "int", 64, "Writes in flight per process.", _positive),
+    _o("cassandra", "create-keyspace", "bool", True, "Create the keyspace and tables at startup."),
+    _o(
+        "cassandra",
+        "replication",
+        "str",
+        "SimpleStrategy 1",
+        "Replication of the keyspace when it is created: `SimpleStrategy <rf>` or "
+        "`NetworkTopologyStrategy <dc>:<rf>,<dc>:<rf>`.",
+        _replication,
+    ),
     # --- retention and tank
-    O("retention", "schemas-file", "str", "", "storage-schemas.conf; empty uses the built-in default "
-      "`1s:35d:10min:7`."),
-    O("retention", "aggregations-file", "str", "", "storage-aggregation.conf; empty means avg everywhere."),
-    O("retention", "gc-interval", "duration", 3660.0, "How often stale chunks and series are collected.",
-      _positive),
-    O("retention", "chunk-max-stale", "duration", 3600.0, "A series idle this long has its open chunk finished.",
-      _positive),
-    O("retention", "metric-max-stale", "duration", 10800.0, "A series idle this long is removed from memory.",
-      _positive),
+    _o(
+        "retention",
+        "schemas-file",
+        "str",
+        "",
+        "storage-schemas.conf; empty uses the built-in default `1s:35d:10min:7`.",
+    ),
+    _o("retention", "aggregations-file", "str", "", "storage-aggregation.conf; empty means avg everywhere."),
+    _o(
+        "retention",
+        "gc-interval",
+        "duration",
+        3660.0,
+        "How often stale chunks and series are collected.",
+        _positive,
+    ),
+    _o(
+        "retention",
+        "chunk-max-stale",
+        "duration",
+        3600.0,
+        "A series idle this long has its open chunk finished.",
+        _positive,
+    ),
+    _o(
+        "retention",
+        "metric-max-stale",
+        "duration",
+        10800.0,
+        "A series idle this long is removed from memory.",
+        _positive,
+    ),
 )
-del O
+del _o
 
 _BY_SECTION: dict[str, dict[str, Option]] = {}
 for _opt in OPTIONS:
@@ -368,7 +536,9 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     Cassandra must not be silently ignored.
     """
     env = os.environ if env is None else env
-    values: dict[str, dict[str, Any]] = {s: {k: o.default for k, o in opts.items()} for s, opts in _BY_SECTION.items()}
+    values: dict[str, dict[str, Any]] = {
+        s: {k: o.default for k, o in opts.items()} for s, opts in _BY_SECTION.items()
+    }
     origins = {o.dotted: "default" for o in OPTIONS}
 
     if path is not None:

@@ -341,6 +341,8 @@ class Instance:
                 "persistBacklogDone": self.node.persist_backlog_done,
                 "pendingWrites": self.store.pending(),
                 "chunksSkippedPartial": self.persister.skipped_partial,
+                "chunksQueued": self.persister.queued,
+                "savedMarks": self.tank.saved_summary(),
                 "partitionState": {
                     str(p): {
                         "firstOffset": tr.first_offset.get(p),

@@ -680,6 +680,11 @@ class Tank:
         t0s = np.clip(np.asarray(t0s, np.int64), 0, 0xFFFFFFFF).astype(np.uint32)
         np.maximum.at(self._slots["lsf"], slots, t0s)
 
+    def saved_summary(self) -> dict[str, int]:
+        """How far saved marks reach: slots with a confirmed save, and the newest confirmed chunk start."""
+        lsf = self._slots["lsf"][: self._n_slots]
+        return {"slotsSaved": int(np.count_nonzero(lsf)), "newestSavedT0": int(lsf.max()) if len(lsf) else 0}
+
     def save_marks(self, slot: int) -> tuple[int, int]:
         """(last save start, last save finish) of a slot."""
         return int(self._slots["lss"][slot]), int(self._slots["lsf"][slot])
