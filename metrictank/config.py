@@ -325,6 +325,15 @@ OPTIONS: tuple[Option, ...] = (
         "API (e.g. http://10.0.0.2:6060).",
     ),
     _o("cluster", "peer-timeout", "duration", 2.0, "Timeout of requests to peers.", _positive),
+    _o(
+        "cluster",
+        "foreign-writer-window",
+        "duration",
+        10.0,
+        "Promotion is refused while another instance (not a reachable, demoted peer) announced chunk writes on a "
+        "shared partition within this window: it may still be primary. 0 disables the check.",
+        _non_negative,
+    ),
     # --- store
     _o(
         "store",

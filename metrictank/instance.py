@@ -94,7 +94,19 @@ class Instance:
                 brokers, kc.topic, self.partitions, kc.offset, self._apply_saved, self.name
             )
         self.store.set_on_saved(self._on_saved)
-        self.query_source = InstanceSource(self.index, self.tank, self.store, self.schemas, self.lock, clock)
+        self.local_source = InstanceSource(self.index, self.tank, self.store, self.schemas, self.lock, clock)
+        self.query_source = self.local_source
+        if self.peers:
+            from metrictank.api.cluster_source import ClusterSource
+
+            # partitions this node does not consume are read from ready peers (503 when none can serve them)
+            self.query_source = ClusterSource(
+                self.local_source,
+                self.partitions,
+                self.consumer.total_partitions,
+                self.peers,
+                timeout=cfg.cluster.peer_timeout,
+            )
 
         self.gc_interval = cfg.retention.gc_interval
         self.stats = Stats()
@@ -104,6 +116,7 @@ class Instance:
         self.points_ingested = 0
         self.batches = 0
         self.batch_errors = 0
+        self.split_brain_seconds = 0
         self._partition_started: set[int] = set()
 
     # --- construction helpers ------------------------------------------------------------------------------
@@ -176,7 +189,7 @@ class Instance:
 
         from metrictank.api import create_app
 
-        app = create_app(self, lambda: self.query_source)
+        app = create_app(self, lambda: self.query_source, local_source=lambda: self.local_source)
         config = uvicorn.Config(
             app, host=self.http_host, port=self.http_port, log_level="warning", access_log=False
         )
@@ -204,7 +217,9 @@ class Instance:
                             self.points_ingested += self.handler.process(batch.values, batch.partition_of)
                         except Exception:  # noqa: BLE001 - a bad batch must not stop the instance
                             self.batch_errors += 1
-                            log.exception("ingest of a batch of %d messages failed; skipped", len(batch.values))
+                            log.exception(
+                                "ingest of a batch of %d messages failed; skipped", len(batch.values)
+                            )
                         self._after_ingest()
                     self.batches += 1
                 now = time.monotonic()
@@ -233,6 +248,15 @@ class Instance:
         if self.listener is not None:
             with self.lock:
                 self.listener.poll(timeout=0)
+            if self.node.primary:
+                others = self.listener.recent_writers(self.partitions, 2.0)
+                if others:
+                    self.split_brain_seconds += 1
+                    log.error(
+                        "SPLIT BRAIN: this node is primary and %s also wrote chunks of shared partitions; "
+                        "demote one of them",
+                        ", ".join(f"{n} {p}" for n, (p, _a) in others.items()),
+                    )
         self.consumer.sample_lag()
         self.node.update(self.consumer.lag.priority())
 
@@ -295,12 +319,23 @@ class Instance:
         if prio > self.node.max_priority:
             reasons.append(f"priority {prio} is above max-priority {self.node.max_priority} (Kafka lag)")
         mine = set(self.partitions)
-        for peer in fetch_peers(self.peers, self.cfg.cluster.peer_timeout):
+        peers = fetch_peers(self.peers, self.cfg.cluster.peer_timeout)
+        for peer in peers:
             if peer.primary and mine & set(peer.partitions):
                 reasons.append(
                     f"peer {peer.node.get('name', peer.url)} ({peer.url}) is primary for shared partitions "
                     f"{sorted(mine & set(peer.partitions))}; demote it first"
                 )
+        window = self.cfg.cluster.foreign_writer_window
+        if self.listener is not None and window > 0:
+            demoted = {p.node.get("name") for p in peers if p.reachable and not p.primary}
+            for name, (parts, ago) in self.listener.recent_writers(self.partitions, window).items():
+                if name not in demoted:
+                    reasons.append(
+                        f"instance {name} announced chunk writes for partitions {parts} {ago:.0f}s ago and is not "
+                        f"a reachable demoted peer: it may still be primary (demote it, or wait {window - ago:.0f}s "
+                        "if it is gone)"
+                    )
         return reasons
 
     def promote(self, force: bool) -> tuple[bool, list[str]]:
@@ -343,6 +378,14 @@ class Instance:
                 "chunksSkippedPartial": self.persister.skipped_partial,
                 "chunksQueued": self.persister.queued,
                 "savedMarks": self.tank.saved_summary(),
+                "otherWriters": {
+                    name: {"partitions": parts, "secondsAgo": round(ago, 1)}
+                    for name, (parts, ago) in (
+                        self.listener.recent_writers(self.partitions, 3600)
+                        if self.listener is not None
+                        else {}
+                    ).items()
+                },
                 "partitionState": {
                     str(p): {
                         "firstOffset": tr.first_offset.get(p),
@@ -464,3 +507,13 @@ class Instance:
                 "persist messages received",
                 lambda: li.messages_received,
             )
+            s.counter(
+                "cluster.notifier.foreign_chunks",
+                "saved chunks announced by other instances",
+                lambda: li.foreign_chunks,
+            )
+        s.counter(
+            "cluster.split_brain_seconds",
+            "seconds during which this primary saw another instance write shared partitions",
+            lambda: self.split_brain_seconds,
+        )

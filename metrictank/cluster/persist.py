@@ -126,6 +126,10 @@ class PersistListener:
     ) -> None:
         self.topic = topic
         self.apply = apply
+        self.instance = instance
+        # other instances that announced writes: name -> partition -> monotonic time last seen
+        self.writers: dict[str, dict[int, float]] = {}
+        self.foreign_chunks = 0
         self._consumer = consumer_factory(consumer_config(brokers, client_id=f"{instance}-persist-in"))
         md = self._consumer.list_topics(topic, timeout=10)
         tmd = md.topics.get(topic)
@@ -151,22 +155,39 @@ class PersistListener:
         msgs = self._consumer.consume(num_messages=max_messages, timeout=timeout)
         saved: list[tuple[str, int]] = []
         n = 0
+        now = time.monotonic()
         for m in msgs:
             if m.error() is not None:
                 continue
             n += 1
             try:
-                _instance, chunks = decode_persist(m.value())
+                instance, chunks = decode_persist(m.value())
             except DecodeError as e:
                 self.decode_errors += 1
                 log.warning("bad persist message at %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), e)
                 continue
             saved.extend(chunks)
+            if instance != self.instance:
+                seen = self.writers.setdefault(instance, {})
+                seen[m.partition()] = now
+                self.foreign_chunks += len(chunks)
         self.messages_received += n
         self.chunks_received += len(saved)
         if saved:
             self.apply(saved)
         return n
+
+    def recent_writers(self, partitions: Sequence[int], within: float) -> dict[str, tuple[list[int], float]]:
+        """Other instances that announced writes on these partitions within `within` seconds:
+        name -> (partitions, seconds since the last announcement)."""
+        now = time.monotonic()
+        mine = set(partitions)
+        out = {}
+        for name, seen in self.writers.items():
+            parts = sorted(p for p, t in seen.items() if p in mine and now - t <= within)
+            if parts:
+                out[name] = (parts, now - max(seen[p] for p in parts))
+        return out
 
     def consume_backlog(self, timeout: float) -> bool:
         """Read up to the high watermarks seen now; True when caught up, False after `timeout` (with a warning)."""

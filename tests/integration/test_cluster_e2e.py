@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
+import httpx
 import numpy as np
 
 from metrictank.fakemetrics import SeriesSet
@@ -43,7 +44,13 @@ def _sections(
     return {
         "kafka-mdm-in": {"brokers": kafka, "topics": topic, "offset": offset},
         "kafka-cluster": {"topic": persist, "offset": persist_offset, "backlog-process-timeout": "30s"},
-        "cluster": {"primary-node": primary, "warm-up-period": "0s", "peers": peers, "peer-timeout": "1s"},
+        "cluster": {
+            "primary-node": primary,
+            "warm-up-period": "0s",
+            "peers": peers,
+            "peer-timeout": "1s",
+            "foreign-writer-window": "3s",
+        },
         "store": {"backend": "cassandra", "drain-timeout": "30s"},
         "cassandra": {"addrs": cassandra, "keyspace": ks, "create-keyspace": True, "timeout": "5s"},
     }
@@ -135,8 +142,15 @@ def test_steady_state_then_failover_after_kill9(
         wait_until(lambda: 20 <= (prod.t - T) % SPAN <= 40, 10, "middle of a chunk")
         t_kill = prod.t
         a.kill9()
-        # promotion passes its checks without force: the peer is unreachable, b saw every chunk from its start
+        # right after the kill, a's last persist messages are recent: it may still be writing, so b waits
         r = b.post_node(token=TOKEN, primary=True)
+        if r.status_code == 409:
+            assert any("mt-a announced chunk writes" in x for x in r.json()["reasons"]), r.json()
+        # then the checks pass without force: a is unreachable and silent, b saw every chunk from its start
+        deadline = time.monotonic() + 10
+        while r.status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            r = b.post_node(token=TOKEN, primary=True)
         assert r.status_code == 200 and r.text == "OK", r.text
         nb = b.node()
         assert nb["primary"] is True and nb["dataCompletePromotionWait"] == 0
@@ -326,3 +340,45 @@ def test_primary_started_mid_chunk_does_not_write_partial_chunk(
         wait_until(lambda: c.node()["chunksQueued"] >= 10, 30, "c writes complete chunks", c)
     finally:
         c.stop()
+
+
+def test_unknown_writer_blocks_promotion_and_is_flagged_as_split_brain(
+    tmp_path, kafka_bootstrap, cassandra_hosts, new_topic, new_keyspace
+):
+    from confluent_kafka import Producer
+
+    from metrictank.schema import encode_persist
+
+    topic, persist, ks = new_topic(PARTS), new_topic(PARTS), new_keyspace()
+    ss = SeriesSet.make(4, PARTS, prefix="e2e.rogue")
+    T = sim_start()
+    SimProducer(kafka_bootstrap, topic, ss, T).step_to(T + 30)
+    b = InstanceProc(
+        tmp_path / "b", "mt-sb", _sections(kafka_bootstrap, cassandra_hosts, ks, topic, persist, False)
+    )
+    rogue = Producer({"bootstrap.servers": kafka_bootstrap})
+
+    def rogue_write():
+        rogue.produce(persist, encode_persist("rogue-mt", [(ss.ids[0], T)]), partition=0)
+        rogue.flush(10)
+
+    try:
+        b.start()
+        rogue_write()
+        wait_until(lambda: "rogue-mt" in b.node()["otherWriters"], 10, "the rogue writer seen", b)
+        r = b.post_node(primary=True)
+        assert r.status_code == 409
+        assert any("rogue-mt" in x and "[0]" in x for x in r.json()["reasons"]), r.json()
+        # once the writer has been silent for the window, promotion is allowed
+        wait_until(lambda: b.post_node(primary=True).status_code == 200, 15, "promotion after the window")
+        # a primary that sees another writer on its partitions reports split brain
+        rogue_write()
+        metric = "metrictank_cluster_split_brain_seconds_total"
+
+        def flagged():
+            text = httpx.get(f"{b.url}/metrics", timeout=5).text
+            return any(line.startswith(metric) and float(line.split()[-1]) >= 1 for line in text.splitlines())
+
+        wait_until(flagged, 10, "split brain flagged", b)
+    finally:
+        b.stop()
