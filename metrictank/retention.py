@@ -30,6 +30,7 @@ from pathlib import Path
 from metrictank.chunk import SPANS
 
 __all__ = [
+    "METHOD_NAMES",
     "ARCHIVE_SPANS",
     "Aggregation",
     "Aggregations",
@@ -374,7 +375,8 @@ class Schemas:
         return sorted({r.ttl for r in self._all()})
 
 
-_METHOD_NAMES = {
+#: Graphite and Metrictank spellings of aggregation methods -> the stored names (avg is kept as sum and cnt).
+METHOD_NAMES = {
     "avg": "avg",
     "average": "avg",
     "sum": "sum",
@@ -443,10 +445,10 @@ class Aggregations:
             methods: tuple[str, ...] = ("avg",)
             if "aggregationmethod" in clean:
                 names = [m.strip() for m in clean["aggregationmethod"].split(",")]
-                bad = [m for m in names if m not in _METHOD_NAMES]
+                bad = [m for m in names if m not in METHOD_NAMES]
                 if bad:
                     raise RetentionError(f"{where} aggregationMethod: unknown aggregation method {bad[0]!r}")
-                methods = tuple(dict.fromkeys(_METHOD_NAMES[m] for m in names))
+                methods = tuple(dict.fromkeys(METHOD_NAMES[m] for m in names))
             out.append(Aggregation(name, regex, xff, methods))
         return cls(out)
 

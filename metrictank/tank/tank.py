@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from metrictank.chunk import SPANS, decode_chunks
-from metrictank.retention import STORED_METHODS, Aggregation, Aggregations, Schema, Schemas
+from metrictank.retention import METHOD_NAMES, STORED_METHODS, Aggregation, Aggregations, Schema, Schemas
 from metrictank.tank import _tank
 
 __all__ = ["CompletedChunks", "DISCARD_REASONS", "Tank"]
@@ -146,15 +146,7 @@ DISCARD_REASONS: dict[str, int] = {
 }
 
 _SPAN_CODE = {s: i for i, s in enumerate(SPANS)}
-_METHOD_ALIASES = {
-    "last": "lst",
-    "count": "cnt",
-    "lst": "lst",
-    "cnt": "cnt",
-    "sum": "sum",
-    "min": "min",
-    "max": "max",
-}
+_METHOD_ALIASES = {k: v for k, v in METHOD_NAMES.items() if v != "avg"}  # avg is not a stored series
 _NONE = 0xFF
 _FUTURE_TOLERANCE_PCT = 10
 _GC_ACTIVE_GRACE = 15 * 60  # Metrictank: a chunk may still get points this long after its end
