@@ -10,12 +10,18 @@ from metrictank.api.admin import AdminBackend, admin_router
 __all__ = ["create_app"]
 
 
-def create_app(backend: AdminBackend, query_source=None) -> FastAPI:
-    """One FastAPI app per instance. `query_source` (a query.source.SeriesSource factory) mounts the Graphite API."""
+def create_app(backend: AdminBackend, query_source=None, local_source=None) -> FastAPI:
+    """One FastAPI app per instance. `query_source` (a query.source.SeriesSource factory) mounts the Graphite API;
+    `local_source` (a factory of the node's own, never fanning-out source) mounts the `/internal` routes peers
+    call for cluster queries."""
     app = FastAPI(title="metrictank-py", version=__version__, docs_url="/docs", redoc_url=None)
     app.include_router(admin_router(backend))
     if query_source is not None:
         from metrictank.query.http import graphite_router
 
         app.include_router(graphite_router(query_source))
+    if local_source is not None:
+        from metrictank.api.internal import internal_router
+
+        app.include_router(internal_router(local_source))
     return app

@@ -1,0 +1,362 @@
+"""A `SeriesSource` for a sharded cluster: local data plus the partitions this node does not consume, read
+from peers through their `/internal/...` routes (`metrictank.api.internal`).
+
+Which peer serves a partition: among the peers whose `GET /node` says `NodeReady` and lists the partition, the
+one with the lowest priority (Kafka lag), ties broken by URL so replicas are used consistently. A query asks
+each chosen peer once, for everything it was chosen for, all peers in parallel; when one fails (unreachable,
+timeout, 5xx) its partitions go to the next replica. When a partition is left with no replica the query fails
+with HTTP 503 naming the partitions: a graph silently missing part of its series looks like real data, an error
+does not.
+
+Peer state comes from `GET /node`, cached for `refresh_interval` seconds and refreshed lazily by the next query;
+a peer that fails a request is left out until the next refresh. Results merge by name with local data first, so
+a series present on two nodes (overlapping partition sets) is read once. A remote series' key is a
+`RemoteKey` naming the peer that resolved it: its data is fetched from that same peer with the peer's own
+keys, or, if that peer has died since, from another replica by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgpack
+
+from metrictank.api.internal import MSGPACK, QUERY_ERROR_HEADER, SERIES_MEDIA_TYPE, unpack_series, wire_key
+from metrictank.cluster.node import NodeState
+from metrictank.query.errors import QueryError
+from metrictank.query.series import Series
+from metrictank.query.source import FindNode, SeriesRef, SeriesSource
+
+__all__ = ["ClusterSource", "RemoteKey", "PeerFailed", "ReadyPeer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteKey:
+    """Key of a series another node resolved: that node, its own key for the series (None: by name), and the
+    partitions that node was serving for the query (where to look for a replica if it fails)."""
+
+    peer: str
+    key: int | str | None
+    partitions: frozenset[int]
+
+
+class PeerFailed(Exception):
+    """A peer did not answer usably: try another replica."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyPeer:
+    """A peer whose last `GET /node` said NodeReady."""
+
+    url: str
+    priority: int
+    partitions: frozenset[int]
+
+
+class ClusterSource:
+    """`SeriesSource` over `local` plus ready peers for the partitions in [0, total_partitions) not local."""
+
+    def __init__(
+        self,
+        local: SeriesSource,
+        local_partitions: Iterable[int],
+        total_partitions: int,
+        peers: Sequence[str],
+        timeout: float = 2.0,
+        query_timeout: float = 60.0,
+        refresh_interval: float = 2.0,
+        client: httpx.Client | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.local = local
+        self.local_partitions = frozenset(int(p) for p in local_partitions)
+        self.total_partitions = int(total_partitions)
+        self.remote_partitions = frozenset(range(self.total_partitions)) - self.local_partitions
+        self.peers = [p.rstrip("/") for p in peers]
+        self.timeout = timeout
+        self.refresh_interval = refresh_interval
+        self.clock = clock
+        # connect/pool waits are short (a dead node must fail over fast); reading an answer may take a while
+        self._client = client or httpx.Client(
+            timeout=httpx.Timeout(query_timeout, connect=timeout, pool=timeout)
+        )
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(4, min(32, 2 * len(self.peers))), thread_name_prefix="peer"
+        )
+        self._lock = threading.Lock()
+        self._ready: list[ReadyPeer] = []
+        self._down: set[str] = set()
+        self._refreshed = float("-inf")
+        self.peer_requests = 0
+        self.peer_failures = 0
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        self._client.close()
+
+    # --- peer state --------------------------------------------------------------------------------------------
+    def _node(self, url: str) -> ReadyPeer | None:
+        try:
+            r = self._client.get(f"{url}/node", timeout=self.timeout)
+            r.raise_for_status()
+            node = r.json()
+        except Exception as e:  # noqa: BLE001 - any failure means not usable now
+            log.debug("peer %s: GET /node failed: %s", url, e)
+            return None
+        if node.get("state") != NodeState.READY:
+            return None
+        try:
+            return ReadyPeer(
+                url, int(node.get("priority", 0)), frozenset(int(p) for p in node.get("partitions") or [])
+            )
+        except (TypeError, ValueError):
+            return None
+
+    def ready_peers(self) -> list[ReadyPeer]:
+        """Ready peers not known to have failed since the last refresh (refreshed when older than the interval)."""
+        with self._lock:
+            if self.clock() - self._refreshed >= self.refresh_interval:
+                found = list(self._pool.map(self._node, self.peers)) if self.peers else []
+                self._ready = [p for p in found if p is not None]
+                self._down = set()
+                self._refreshed = self.clock()
+            return [p for p in self._ready if p.url not in self._down]
+
+    def _mark_down(self, url: str) -> None:
+        with self._lock:
+            self._down.add(url)
+
+    def plan(
+        self, partitions: Iterable[int], exclude: Iterable[str] = ()
+    ) -> tuple[dict[str, set[int]], set[int]]:
+        """Which peer serves which of `partitions` (lowest priority first), and the partitions nobody can serve."""
+        skip = set(exclude)
+        peers = sorted(
+            (p for p in self.ready_peers() if p.url not in skip), key=lambda p: (p.priority, p.url)
+        )
+        chosen: dict[str, set[int]] = {}
+        uncovered: set[int] = set()
+        for part in sorted(partitions):
+            peer = next((p for p in peers if part in p.partitions), None)
+            if peer is None:
+                uncovered.add(part)
+            else:
+                chosen.setdefault(peer.url, set()).add(part)
+        return chosen, uncovered
+
+    # --- requests ----------------------------------------------------------------------------------------------
+    def _call(self, url: str, op: str, org: int, body: dict[str, Any]) -> Any:
+        self.peer_requests += 1
+        try:
+            r = self._client.post(
+                f"{url}/internal/{op}",
+                content=msgpack.packb(body, use_bin_type=True),
+                headers={"X-Org-Id": str(org), "Content-Type": MSGPACK, "Accept": MSGPACK},
+            )
+        except httpx.HTTPError as e:
+            raise PeerFailed(f"{type(e).__name__}: {e}") from None
+        if r.status_code == 200 and r.headers.get("content-type", "").startswith(SERIES_MEDIA_TYPE):
+            return r.content  # series data, unpacked by the caller without another copy
+        try:
+            doc = msgpack.unpackb(r.content, raw=False)
+        except Exception:  # noqa: BLE001 - not our protocol (a proxy's error page, an older node)
+            doc = None
+        if r.headers.get(QUERY_ERROR_HEADER) and isinstance(doc, dict):
+            raise QueryError(str(doc.get("error", "")), r.status_code)
+        if r.status_code != 200 or not isinstance(doc, dict):
+            detail = doc.get("error") if isinstance(doc, dict) else r.text[:200]
+            raise PeerFailed(f"HTTP {r.status_code}: {detail}")
+        return doc
+
+    def _scatter(
+        self,
+        op: str,
+        org: int,
+        body: dict[str, Any],
+        partitions: Iterable[int],
+        exclude: Iterable[str] = (),
+        failures: dict[str, str] | None = None,
+        local: Callable[[], Any] | None = None,
+    ) -> tuple[Any, list[tuple[str, frozenset[int], dict[str, Any]]]]:
+        """Ask one ready replica per partition (one request per peer, all in parallel, `local()` meanwhile in
+        this thread); failed peers' partitions go to the next replica. Returns (local result, [(peer, its
+        partitions, answer)] in peer order); QueryError 503 when a partition has no replica left."""
+        todo = set(partitions)
+        skip = set(exclude)
+        failures = {} if failures is None else failures
+        answers: list[tuple[str, frozenset[int], dict[str, Any]]] = []
+        local_result = None
+        while todo:
+            chosen, uncovered = self.plan(todo, skip)
+            if uncovered:
+                raise self._unavailable(uncovered, failures)
+            futures: dict[str, Future] = {u: self._pool.submit(self._call, u, op, org, body) for u in chosen}
+            if local is not None:
+                local_result, local = local(), None
+            todo = set()
+            for url, fut in futures.items():
+                try:
+                    answers.append((url, frozenset(chosen[url]), fut.result()))
+                except PeerFailed as e:
+                    self._failed(url, e, failures)
+                    skip.add(url)
+                    todo |= chosen[url]
+        if local is not None:
+            local_result = local()
+        answers.sort(key=lambda a: a[0])
+        return local_result, answers
+
+    def _failed(self, url: str, err: Exception, failures: dict[str, str]) -> None:
+        self.peer_failures += 1
+        failures[url] = str(err)
+        self._mark_down(url)
+        log.warning("peer %s failed a query, trying another replica: %s", url, err)
+
+    def _unavailable(self, partitions: set[int], failures: dict[str, str]) -> QueryError:
+        parts = ", ".join(str(p) for p in sorted(partitions))
+        msg = f"no ready replica reachable for partitions {parts}: the result would be incomplete"
+        if failures:
+            msg += " (failed: " + "; ".join(f"{u}: {e}" for u, e in sorted(failures.items())) + ")"
+        return QueryError(msg, status=503)
+
+    def _gather(self, op: str, org: int, body: dict[str, Any], local: Callable[[], Any]):
+        return self._scatter(op, org, body, self.remote_partitions, local=local)
+
+    # --- SeriesSource: names -----------------------------------------------------------------------------------
+    def find(self, org: int, pattern: str) -> list[FindNode]:
+        mine, answers = self._gather("find", org, {"pattern": pattern}, lambda: self.local.find(org, pattern))
+        nodes: dict[str, list[bool]] = {n.path: [n.leaf, n.has_children] for n in mine}
+        for _url, _parts, doc in answers:
+            for path, leaf, children in doc["nodes"]:
+                flags = nodes.setdefault(path, [False, False])
+                flags[0] = flags[0] or bool(leaf)
+                flags[1] = flags[1] or bool(children)
+        return [FindNode(p, f[0], f[1]) for p, f in sorted(nodes.items())]
+
+    def _merge_refs(self, mine: list[SeriesRef], answers) -> list[SeriesRef]:
+        out = list(mine)
+        seen = {r.name for r in mine}
+        for url, parts, doc in answers:
+            for name, key in zip(doc["names"], doc["keys"], strict=True):
+                if name not in seen:
+                    seen.add(name)
+                    out.append(SeriesRef(name, RemoteKey(url, key, parts)))
+        out.sort(key=lambda r: r.name)
+        return out
+
+    def resolve(self, org: int, pattern: str) -> list[SeriesRef]:
+        mine, answers = self._gather(
+            "resolve", org, {"pattern": pattern}, lambda: self.local.resolve(org, pattern)
+        )
+        return self._merge_refs(mine, answers)
+
+    def resolve_tags(self, org: int, exprs: Sequence[str]) -> list[SeriesRef]:
+        mine, answers = self._gather(
+            "resolve_tags", org, {"exprs": list(exprs)}, lambda: self.local.resolve_tags(org, exprs)
+        )
+        return self._merge_refs(mine, answers)
+
+    def all_paths(self, org: int) -> list[str]:
+        mine, answers = self._gather("paths", org, {}, lambda: self.local.all_paths(org))
+        return sorted(set(mine).union(*(doc["paths"] for _u, _p, doc in answers)))
+
+    def tags(self, org: int, filter: str | None) -> list[str]:  # noqa: A002 - protocol name
+        mine, answers = self._gather("tags", org, {"filter": filter}, lambda: self.local.tags(org, filter))
+        return sorted(set(mine).union(*(doc["tags"] for _u, _p, doc in answers)))
+
+    def tag_values(self, org: int, tag: str, filter: str | None) -> dict[str, int]:  # noqa: A002
+        """Counts add up across nodes: the nodes asked serve disjoint partitions (peers are only asked for
+        partitions this node does not have), so no series is counted twice unless partition sets overlap."""
+        mine, answers = self._gather(
+            "tag_values", org, {"tag": tag, "filter": filter}, lambda: self.local.tag_values(org, tag, filter)
+        )
+        out = dict(mine)
+        for _url, _parts, doc in answers:
+            for value, count in doc["values"].items():
+                out[value] = out.get(value, 0) + int(count)
+        return out
+
+    def autocomplete_tags(self, org: int, prefix: str, exprs: Sequence[str], limit: int) -> list[str]:
+        mine, answers = self._gather(
+            "autocomplete_tags",
+            org,
+            {"prefix": prefix, "exprs": list(exprs), "limit": limit},
+            lambda: self.local.autocomplete_tags(org, prefix, exprs, limit),
+        )
+        return sorted(set(mine).union(*(doc["tags"] for _u, _p, doc in answers)))[:limit]
+
+    def autocomplete_tag_values(
+        self, org: int, tag: str, prefix: str, exprs: Sequence[str], limit: int
+    ) -> list[str]:
+        mine, answers = self._gather(
+            "autocomplete_values",
+            org,
+            {"tag": tag, "prefix": prefix, "exprs": list(exprs), "limit": limit},
+            lambda: self.local.autocomplete_tag_values(org, tag, prefix, exprs, limit),
+        )
+        return sorted(set(mine).union(*(doc["values"] for _u, _p, doc in answers)))[:limit]
+
+    # --- SeriesSource: data ------------------------------------------------------------------------------------
+    def fetch(
+        self,
+        org: int,
+        refs: Sequence[SeriesRef],
+        start: int,
+        end: int,
+        max_data_points: int,
+        consolidate_by: str | None,
+    ) -> list[Series]:
+        local_refs: list[SeriesRef] = []
+        by_peer: dict[str, list[SeriesRef]] = {}
+        for r in refs:
+            if isinstance(r.key, RemoteKey):
+                by_peer.setdefault(r.key.peer, []).append(r)
+            else:
+                local_refs.append(r)
+        window = {"start": int(start), "end": int(end), "mdp": int(max_data_points), "cb": consolidate_by}
+        futures = {
+            url: self._pool.submit(
+                self._call,
+                url,
+                "fetch",
+                org,
+                {"names": [r.name for r in rs], "keys": [wire_key(r.key.key) for r in rs], **window},  # type: ignore[union-attr]
+            )
+            for url, rs in by_peer.items()
+        }
+        got: dict[str, Series] = {}
+        if local_refs:
+            for s in self.local.fetch(org, local_refs, start, end, max_data_points, consolidate_by):
+                got[s.target] = s
+        failures: dict[str, str] = {}
+        for url, fut in sorted(futures.items()):
+            try:
+                series = unpack_series(fut.result())
+            except (PeerFailed, ValueError, KeyError) as e:
+                self._failed(url, e, failures)
+                series = self._refetch(org, by_peer[url], window, url, failures)
+            for s in series:
+                got.setdefault(s.target, s)
+        return [got[r.name] for r in refs if r.name in got]
+
+    def _refetch(
+        self, org: int, refs: list[SeriesRef], window: dict[str, Any], failed: str, failures: dict[str, str]
+    ) -> list[Series]:
+        """The series a dead peer had resolved, from other replicas of its partitions, by name (their keys
+        differ); every replica chosen is sent every name and answers for the ones it has."""
+        parts = frozenset().union(*(r.key.partitions for r in refs))  # type: ignore[union-attr]
+        body = {"names": [r.name for r in refs], "keys": [None] * len(refs), **window}
+        _, answers = self._scatter("fetch", org, body, parts, exclude=[failed], failures=failures)
+        out: list[Series] = []
+        for _url, _parts, doc in answers:
+            out.extend(unpack_series(doc))
+        return out
