@@ -27,7 +27,7 @@ from metrictank.schema import (
     series_id,
 )
 
-__all__ = ["SeriesSet", "values_for", "Producer"]
+__all__ = ["SeriesSet", "values_for", "Producer", "topic_partitions"]
 
 SHAPES = ("walk", "counter", "constant", "noise")
 
@@ -116,6 +116,29 @@ def values_for(shape: str, series: np.ndarray, ts: np.ndarray, seed: int = 0) ->
     # "walk": a smooth 2-decimal signal that is a pure function of (series, ts)
     base = (s % np.uint64(1000)).astype(np.float64)
     return np.round(base + 10 * np.sin(t.astype(np.float64) / 600.0 + base) + u, 2)
+
+
+def topic_partitions(brokers: str, topic: str, timeout: float = 10.0) -> int:
+    """The partition count of an existing topic: producers must route with the count consumers see.
+
+    Raises RuntimeError naming the topic when it does not exist or the brokers cannot be reached (rather than
+    letting a broker with auto-creation make a topic of its default size).
+    """
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": brokers, "log_level": 3})
+    try:
+        md = admin.list_topics(timeout=timeout)
+    except Exception as e:  # KafkaException: brokers unreachable
+        raise RuntimeError(f"cannot list topics on {brokers}: {e}") from None
+    t = md.topics.get(topic)
+    if t is None:
+        raise RuntimeError(
+            f"topic {topic!r} does not exist on {brokers}; create it or pass the partition count"
+        )
+    if t.error is not None or not t.partitions:
+        raise RuntimeError(f"topic {topic!r} on {brokers} is not usable: {t.error}")
+    return len(t.partitions)
 
 
 class Producer:
@@ -227,8 +250,13 @@ class Producer:
         shape: str = "walk",
         seed: int = 0,
         resend_metricdata_every: int = 360,
+        array_size: int = 1,
     ) -> Iterator[int]:
-        """Real-time feed: one point per series per interval, aligned to the interval; yields each timestamp."""
+        """Real-time feed: one point per series per interval, aligned to the interval; yields each timestamp.
+
+        Every `resend_metricdata_every` intervals the full MetricData goes out again instead of the compact
+        points, as real producers do, so a node that restarted with an empty index learns the series again.
+        """
         first = True
         k = 0
         while not stop():
@@ -238,7 +266,7 @@ class Producer:
                 self.send_metricdata(ss, t, shape, seed)
                 first = False
             else:
-                self.send_points(ss, t, shape, seed)
+                self.send_points(ss, t, shape, seed, array_size=array_size)
             k += 1
             self.flush(10)
             yield t

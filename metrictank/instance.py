@@ -28,6 +28,7 @@ from metrictank.input.kafka import DataConsumer, parse_partitions
 from metrictank.retention import Aggregations, Schemas
 from metrictank.stats import Stats
 from metrictank.store import open_store
+from metrictank.systemd import SystemdNotifier
 from metrictank.tank import Tank
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class Instance:
         self.gc_interval = cfg.retention.gc_interval
         self.stats = Stats()
         self._register_stats()
+        self.systemd = SystemdNotifier()
         self._server = None
         self._server_thread: threading.Thread | None = None
         self.points_ingested = 0
@@ -259,6 +261,7 @@ class Instance:
                     )
         self.consumer.sample_lag()
         self.node.update(self.consumer.lag.priority())
+        self.systemd.tick(self.node)
 
     def gc(self) -> None:
         r = self.cfg.retention
@@ -286,6 +289,9 @@ class Instance:
         if self.listener is not None:
             self.listener.close()
         self.store.close()
+        close_source = getattr(self.query_source, "close", None)
+        if close_source is not None and self.query_source is not self.local_source:
+            close_source()
         if self._server is not None:
             self._server.should_exit = True
             if self._server_thread is not None:
