@@ -97,9 +97,29 @@ class Running:
     def __enter__(self) -> Instance:
         return self.instance
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            print(self.diagnose())
         self.instance.stop(drain_timeout=10)
         self.thread.join(10)
+
+    def diagnose(self) -> str:
+        """The consumer's state, printed when a test fails inside the block."""
+        from confluent_kafka import TopicPartition
+
+        inst = self.instance
+        c = inst.consumer
+        tps = [TopicPartition(c.topics[0], p) for p in c.partitions]
+        try:
+            positions = {tp.partition: tp.offset for tp in c._consumer.position(tps)}
+            marks = {tp.partition: c._consumer.get_watermark_offsets(tp, timeout=5) for tp in tps}
+        except Exception as e:  # noqa: BLE001
+            positions, marks = str(e), {}
+        return (
+            f"[{inst.name}] thread alive={self.thread.is_alive()} batches={inst.batches} "
+            f"messages={inst.handler.messages} points={inst.tank.points_added} batch_errors={inst.batch_errors} "
+            f"positions={positions} watermarks={marks} first={c.tracker.first_offset}"
+        )
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
