@@ -257,6 +257,9 @@ class DataConsumer:
         self.batch_size = batch_size
         self._consumer = consumer_factory(consumer_config(brokers, extra_options, fetch_max_wait, client_id))
         self.partitions = resolve_partitions(self._consumer, self.topics, partitions)
+        # the whole topic's partition count: a cluster query must know which partitions other nodes serve
+        md = self._consumer.list_topics(self.topics[0], timeout=10)
+        self.total_partitions = len(md.topics[self.topics[0]].partitions)
         self.tracker = PartitionTracker(self.partitions)
         self.lag = LagMonitor(self.partitions)
         self.offset = offset
