@@ -99,7 +99,9 @@ def main() -> int:
             failed.append(name)
             continue
         for r in rows:
-            print(f"  {r['name']}: {_fmt(r['value'])} {r['unit']} {_status(r)} {r.get('note', '')}", flush=True)
+            print(
+                f"  {r['name']}: {_fmt(r['value'])} {r['unit']} {_status(r)} {r.get('note', '')}", flush=True
+            )
         results[name] = {
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": machine,

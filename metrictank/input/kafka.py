@@ -11,6 +11,7 @@ priority is derived.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections import deque
@@ -45,9 +46,12 @@ def consumer_config(
 ) -> dict:
     """librdkafka settings for throughput-oriented, group-less consumption.
 
-    `fetch.queue.backoff.ms` defaults to 1 s in recent librdkafka: when the prefetch queue is full the fetcher
-    sleeps that long, which caps a fast consumer at the queue size per second. We keep the queue large and the
-    back-off short.
+    Fetches are kept small (4 MB per response, 512 KB per partition) and so is the prefetch queue: librdkafka
+    checks its queue limits only between fetches, and one 64 MB response of small messages expands to several
+    hundred MB of queued messages (~150 B of bookkeeping each), which stayed in the process's RSS. Small
+    fetches also pipeline better: the fetcher thread decompresses one while the main thread consumes the
+    previous one. `fetch.queue.backoff.ms` defaults to 1 s in recent librdkafka: when the prefetch queue is full
+    the fetcher sleeps that long, which caps a fast consumer at the queue size per second; keep it short.
     """
     cfg = {
         "bootstrap.servers": brokers,
@@ -59,10 +63,10 @@ def consumer_config(
         "auto.offset.reset": "earliest",
         "fetch.wait.max.ms": max(1, int(fetch_max_wait * 1000)),
         "fetch.min.bytes": 1,
-        "fetch.max.bytes": 64 * 1024 * 1024,
-        "max.partition.fetch.bytes": 8 * 1024 * 1024,
-        "queued.min.messages": 200000,
-        "queued.max.messages.kbytes": 256 * 1024,
+        "fetch.max.bytes": 4 * 1024 * 1024,
+        "max.partition.fetch.bytes": 512 * 1024,
+        "queued.min.messages": 40000,
+        "queued.max.messages.kbytes": 4 * 1024,
         "fetch.queue.backoff.ms": 10,
         "log_level": 3,
     }
@@ -228,14 +232,14 @@ class LagMonitor:
 
 @dataclass
 class Batch:
-    """One consume() call's worth of data messages."""
+    """One consume() call's worth of data messages: their payloads and partitions, in arrival order."""
 
     values: list[bytes]
-    messages: list[Message]
+    partitions: list[int]
     errors: int = 0
 
     def partition_of(self, i: int) -> int:
-        return self.messages[i].partition()
+        return self.partitions[i]
 
 
 class DataConsumer:
@@ -252,9 +256,12 @@ class DataConsumer:
         extra_options: str = "",
         client_id: str = "mt",
         consumer_factory: Callable[[dict], Consumer] = Consumer,
+        batch_bytes: int = 4 << 20,
     ) -> None:
         self.topics = list(topics)
         self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
+        self._avg_size = 0.0  # payload bytes per message, estimated from the previous batch
         self._consumer = consumer_factory(consumer_config(brokers, extra_options, fetch_max_wait, client_id))
         self.partitions = resolve_partitions(self._consumer, self.topics, partitions)
         # the whole topic's partition count: a cluster query must know which partitions other nodes serve
@@ -283,26 +290,53 @@ class DataConsumer:
         log.info("consuming %s partitions %s from %s", ",".join(self.topics), self.partitions, self.offset)
 
     def poll(self, timeout: float = 0.1) -> Batch:
-        """One batch of up to batch_size messages (possibly empty)."""
-        msgs = self._consumer.consume(num_messages=self.batch_size, timeout=timeout)
-        values = list(map(_msg_value, msgs))
-        errors = 0
-        if None in values:  # error events carry no value; they are rare, so scan only then
-            good = []
-            for m in msgs:
-                err = m.error()
-                if err is None:
-                    good.append(m)
-                elif err.code() != KafkaError._PARTITION_EOF:
-                    errors += 1
-                    log.warning("kafka consume error: %s", err)
-            msgs = good
+        """One batch of up to batch_size messages (possibly empty; fewer when messages are large).
+
+        The client's Message objects are GC-tracked: thousands of them per call set off young-generation
+        collections that traverse them (and promote them, so older collections traverse them again), which cost
+        a quarter of the client's own time per message. Collection is therefore paused while they exist: the
+        payloads and partitions are taken out and the Messages freed before it resumes, so they are never
+        traversed. While paused (at most `timeout`, the GIL being released in consume()), other threads'
+        allocations are only counted; the collection they are due happens right after.
+        """
+        gc_was_enabled = gc.isenabled()
+        if gc_was_enabled:
+            gc.disable()
+        try:
+            msgs = self._consumer.consume(num_messages=self._batch_messages(), timeout=timeout)
             values = list(map(_msg_value, msgs))
-            values = [v if v is not None else b"" for v in values]
+            errors = 0
+            if None in values:  # error events carry no value; they are rare, so scan only then
+                good = []
+                for m in msgs:
+                    err = m.error()
+                    if err is None:
+                        good.append(m)
+                    elif err.code() != KafkaError._PARTITION_EOF:
+                        errors += 1
+                        log.warning("kafka consume error: %s", err)
+                msgs = good
+                values = [v if v is not None else b"" for v in map(_msg_value, msgs)]
+            partitions = list(map(_msg_partition, msgs))
+            if msgs and not self.tracker.all_started:
+                self.tracker.observe_first(msgs)
+            del msgs
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         self.transport_errors += errors
-        if msgs and not self.tracker.all_started:
-            self.tracker.observe_first(msgs)
-        return Batch(values=values, messages=msgs, errors=errors)
+        if values:
+            sample = values[:: max(1, len(values) // 8)]
+            self._avg_size = sum(map(len, sample)) / len(sample)
+        return Batch(values=values, partitions=partitions, errors=errors)
+
+    def _batch_messages(self) -> int:
+        """batch_size messages, or fewer when they are big (MetricPointArrays): at most about batch_bytes of
+        payload per batch, because a batch's memory is several times its payload (the payload list, its
+        joined copy, the decoded points), and RSS keeps its peak; cache-sized batches are also faster."""
+        if self._avg_size <= 0:
+            return self.batch_size
+        return max(1, min(self.batch_size, int(self.batch_bytes / self._avg_size)))
 
     def sample_lag(self, now: float | None = None, every: float = 1.0) -> None:
         """Take one lag sample per partition at most once a second (cheap: cached watermarks, positions)."""

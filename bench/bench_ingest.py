@@ -1,0 +1,594 @@
+"""End-to-end ingest from a real Kafka: a backlog consumed from `oldest` through DataConsumer -> IngestHandler ->
+MemoryIndex -> Tank, the path an instance's main loop runs.
+
+How it is measured, and why:
+- Each backlog (N series, MetricData first, then one message per point or MetricPointArrays of 100 points) is
+  produced once per run and cached by topic name: producing from Python is slower than consuming, and we want
+  to time consumption only. Topics are deleted at the end.
+- Each consumption runs in a fresh subprocess, so its RSS holds that case only. The clock starts when the first
+  batch arrives (connection set-up excluded) and stops when every message up to the high watermarks seen at
+  start has been ingested. "points/s" is wall-clock; "per CPU-second" divides by the CPU time of the whole
+  process (getrusage: the main thread plus librdkafka's fetch/decompress threads) - the machine has 2 cores
+  shared with other jobs, so wall-clock rates are noisy and CPU-based rates are the steadier comparison.
+- RSS per series is the VmRSS growth from just before consumption until the backlog is consumed, divided by the
+  series in the index (what the index, the tank and the client's buffers left behind cost). The note adds the
+  same after glibc's malloc_trim(0): the difference is heap that is free but was not handed back to the OS.
+- New series cost far more than points (MetricData decode, validation, index, tank slots), and a backlog starts
+  with one MetricData per series: the note of each rate also gives the rate after the last MetricData.
+- The ceiling: the same subprocess then re-reads the backlog with a bare consume loop (same client settings
+  and batch size, values extracted, nothing else), so "share of ceiling" says how much of the budget the Kafka
+  client itself takes.
+- A secondary case runs the real `Instance` (store: a throwaway sqlite file, kafka-cluster disabled, no HTTP),
+  to show the main loop adds nothing beyond the pipeline (its clock starts at the first consumed batch and
+  includes the last poll's timeout).
+
+Targets (per process): >= 1.5 M points/s for one-point messages at 10k series, >= 1.3 M/s at 100k, >= 5 M/s for
+arrays of 100 points, <= 2.8 KB RSS per series at 100k series x ~140 points. Metrictank's Go binary on this
+machine type: 1.24 M/s (10k), 0.95 M/s (100k), ~5.6 KB RSS per series.
+
+Run alone: `python bench/bench_ingest.py [--quick]` with METRICTANK_TEST_KAFKA (or KAFKA_BOOTSTRAP) set.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PARTITIONS = 8
+INTERVAL = 10
+ARRAY_SIZE = 100
+BATCH_SIZE = 20000
+GO_RATE = {10_000: 1.24e6, 100_000: 0.95e6}
+GO_BYTES_PER_SERIES = 5600.0
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    series: int
+    points: int  # per series, the MetricData included
+    array: int  # points per message: 1 = MetricPoint messages, >1 = MetricPointArray
+    rate_target: float | None = None
+    mem_target: float | None = None
+
+    @property
+    def topic_key(self) -> str:
+        return f"{self.series}x{self.points}a{self.array}"
+
+
+def _cases(quick: bool) -> list[Case]:
+    if quick:
+        return [
+            Case("points 10k series", 10_000, 240, 1, 1.5e6),
+            Case("arrays 10k series", 10_000, 240, ARRAY_SIZE, 5e6),
+        ]
+    return [
+        Case("points 10k series", 10_000, 240, 1, 1.5e6),
+        Case("points 100k series", 100_000, 240, 1, 1.3e6),
+        Case("points 1M series", 1_000_000, 24, 1),
+        Case("arrays 100k series x 140", 100_000, 140, ARRAY_SIZE, 5e6, 2800.0),
+    ]
+
+
+def bootstrap() -> str:
+    addr = os.environ.get("METRICTANK_TEST_KAFKA") or os.environ.get("KAFKA_BOOTSTRAP")
+    if not addr:
+        raise RuntimeError(
+            "bench_ingest needs a real Kafka: set METRICTANK_TEST_KAFKA (or KAFKA_BOOTSTRAP); `make bench` "
+            "starts one, or `python -m metrictank.testbed up --only kafka` and `... testbed env`"
+        )
+    return addr
+
+
+# ------------------------------------------------------------------------------------------------ producing
+
+
+def _base_time(points: int) -> int:
+    """The first timestamp: the backlog ends about now, so no point is dropped as too far in the future."""
+    now = int(time.time())
+    return now - now % 600 - points * INTERVAL
+
+
+def produce_backlog(brokers: str, topic: str, case: Case) -> dict:
+    """Create `topic` and fill it: every series' MetricData, then its other points oldest first.
+
+    A tight produce loop over pre-encoded messages (the fakemetrics Producer sends one Python call deep per
+    message; this one is a bare bound-method call), with large lz4 batches and linger so the broker sees few
+    big requests.
+    """
+    from confluent_kafka import Producer as KafkaProducer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from metrictank.fakemetrics import SeriesSet, values_for
+    from metrictank.schema import POINT_DTYPE, encode_metricpoints_many
+
+    t_start = time.perf_counter()
+    admin = AdminClient({"bootstrap.servers": brokers})
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[topic].result(30)
+    ss = SeriesSet.make(case.series, PARTITIONS, prefix=f"bench.ingest.s{case.series}", interval=INTERVAL)
+    p = KafkaProducer(
+        {
+            "bootstrap.servers": brokers,
+            "linger.ms": 50,
+            "batch.num.messages": 1_000_000,
+            "batch.size": 16 * 1024 * 1024,
+            "queue.buffering.max.messages": 5_000_000,
+            "queue.buffering.max.kbytes": 2 * 1024 * 1024,
+            "compression.type": "lz4",
+            "log_level": 3,
+        }
+    )
+    produce = p.produce
+    parts = ss.partitions.tolist()
+    start = _base_time(case.points)
+    messages = 0
+
+    def send(value: bytes, partition: int, ts_ms: int) -> None:
+        while True:
+            try:
+                produce(topic, value, partition=partition, timestamp=ts_ms)
+                return
+            except BufferError:
+                p.poll(0.05)
+
+    for i in range(case.series):
+        send(ss.metricdata(i, start, 0.0), parts[i], start * 1000)
+    messages += case.series
+    rows = np.arange(case.series)
+    by_part = np.argsort(ss.partitions, kind="stable")
+    for k in range(1, case.points):
+        ts = start + k * INTERVAL
+        pts = np.zeros(case.series, dtype=POINT_DTYPE)
+        pts["k0"], pts["k1"], pts["org"], pts["time"] = ss.k0, ss.k1, ss.org, ts
+        pts["value"] = values_for("walk", rows, np.full(case.series, ts))
+        ts_ms = ts * 1000
+        if case.array <= 1:
+            for m, part in zip(encode_metricpoints_many(pts), parts, strict=True):
+                try:
+                    produce(topic, m, partition=part, timestamp=ts_ms)
+                except BufferError:
+                    send(m, part, ts_ms)
+            messages += case.series
+        else:
+            # one contiguous run of wire bodies per partition, cut into arrays of `array` points
+            sp = ss.partitions[by_part]
+            body = encode_metricpoints_many(pts[by_part])  # 33-byte single messages; strip their format byte
+            raw = b"".join(body)
+            bodies = np.frombuffer(raw, np.uint8).reshape(case.series, 33)[:, 1:].tobytes()
+            bounds = np.flatnonzero(np.diff(sp)) + 1
+            for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), case.series], strict=True):
+                part = int(sp[lo])
+                for a in range(lo, hi, case.array):
+                    b = min(hi, a + case.array)
+                    send(b"\x05\x02" + bodies[a * 32 : b * 32], part, ts_ms)
+                    messages += 1
+        p.poll(0)
+    left = p.flush(120)
+    if left:
+        raise RuntimeError(f"{left} messages of the {topic} backlog were not delivered")
+    return {
+        "topic": topic,
+        "messages": messages,
+        "points": case.series * case.points,
+        "seconds": time.perf_counter() - t_start,
+    }
+
+
+def delete_topics(brokers: str, topics: list[str]) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    if not topics:
+        return
+    admin = AdminClient({"bootstrap.servers": brokers})
+    for f in admin.delete_topics(topics, operation_timeout=30).values():
+        try:
+            f.result(30)
+        except Exception:  # noqa: BLE001 - cleanup only
+            pass
+
+
+# ------------------------------------------------------------------------------------------------ the consumer side
+
+
+def _rss_kb(field: str = "VmRSS") -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _trimmed_rss_kb() -> int:
+    """VmRSS after glibc's malloc_trim(0) (heap kept free but not returned is not in use); plain VmRSS elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    return _rss_kb()
+
+
+def _cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _pipeline(brokers: str, topic: str, batch_size: int, options: str, series: int = 0) -> dict:
+    """What Instance.run does per batch, minus the store, HTTP and lock: the production ingest path.
+
+    `series`: how many MetricData the backlog starts with; the time by which all of them were ingested is
+    reported too, since a new series costs far more than a point (decode, validation, index, tank slots)."""
+    from metrictank.index import MemoryIndex
+    from metrictank.input.handler import IngestHandler
+    from metrictank.input.kafka import DataConsumer
+    from metrictank.retention import Aggregations, Schemas
+    from metrictank.tank import Tank
+
+    index = MemoryIndex()
+    tank = Tank(Schemas.load(None), Aggregations.load(None), row_of_id=index.row_of)
+    consumer = DataConsumer(
+        brokers, [topic], None, "oldest", batch_size=batch_size, extra_options=options, client_id="bench"
+    )
+    handler = IngestHandler(index, tank, 0)
+    total = sum(hi - lo for lo, hi in consumer.watermarks().values())
+    rss0 = _rss_kb()
+    consumer.start()
+    started: set[int] = set()
+    points = completed = 0
+    md_done: tuple[float, int] | None = None  # (seconds, points) when the last new series was announced
+    batch = consumer.poll(timeout=5.0)
+    while not batch.values:
+        batch = consumer.poll(timeout=5.0)
+    t0, c0, th0 = time.perf_counter(), _cpu(), time.thread_time()
+    while True:
+        if batch.values:
+            tr = consumer.tracker
+            for p, ts in tr.first_ts.items():
+                if p not in started:
+                    started.add(p)
+                    tank.set_partition_start(p, 0 if tr.from_log_start(p) else int(ts))
+            points += handler.process(batch.values, batch.partition_of)
+            completed += len(tank.take_completed())
+            if md_done is None and series and handler.metricdata_received >= series:
+                md_done = (time.perf_counter() - t0, points)
+        if handler.messages >= total:
+            break
+        # ask for no more than is left: the last, partial batch would otherwise wait out the poll timeout
+        consumer.batch_size = min(batch_size, total - handler.messages)
+        batch = consumer.poll(timeout=0.1)
+    wall, cpu, main = time.perf_counter() - t0, _cpu() - c0, time.thread_time() - th0
+    rss1 = _rss_kb()
+    hwm = _rss_kb("VmHWM")
+    t_trim = time.perf_counter()
+    trimmed = _trimmed_rss_kb()
+    t_trim = time.perf_counter() - t_trim
+    out = {
+        "wall": wall,
+        "cpu": cpu,
+        "main_cpu": main,
+        "messages": handler.messages,
+        "points": points,
+        "tank_points": tank.points_added,
+        "discarded": sum(tank.discarded.values()),
+        "unknown": handler.unknown_points,
+        "series": len(index),
+        "completed_chunks": completed,
+        "md_done": md_done,
+        "rss_before_kb": rss0,
+        "rss_after_kb": rss1,
+        "rss_trimmed_kb": trimmed,
+        "trim_seconds": t_trim,
+        "hwm_kb": hwm,
+        "tank_bytes": tank.memory_bytes(),
+    }
+    consumer.close()
+    return out
+
+
+def _raw(brokers: str, topic: str, batch_size: int, options: str) -> dict:
+    """The ceiling: consume() and the payload list (GC paused while Messages exist, as DataConsumer does), the
+    least any consumer built on this client must do."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+
+    from metrictank.input.kafka import consumer_config
+
+    c = Consumer(consumer_config(brokers, options, client_id="bench-raw"))
+    parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
+    total = 0
+    for p in parts:
+        lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        total += hi - lo
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    value = Message.value
+    msgs = c.consume(num_messages=batch_size, timeout=10.0)
+    t0, c0, th0 = time.perf_counter(), _cpu(), time.thread_time()
+    n = 0
+    gc.disable()  # as DataConsumer.poll does while Message objects exist
+    try:
+        while True:
+            values = list(map(value, msgs))
+            n += len(values)
+            del msgs, values
+            if n >= total:
+                break
+            msgs = c.consume(num_messages=min(batch_size, total - n), timeout=1.0)
+    finally:
+        gc.enable()
+    out = {
+        "wall": time.perf_counter() - t0,
+        "cpu": _cpu() - c0,
+        "main_cpu": time.thread_time() - th0,
+        "messages": n,
+    }
+    c.close()
+    return out
+
+
+def _instance(brokers: str, topic: str, batch_size: int, options: str, series: int = 0) -> dict:
+    """The real Instance main loop in a thread; waits for the backlog from the calling thread."""
+    from metrictank.config import load_config
+    from metrictank.instance import Instance
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    kin = {"brokers": brokers, "topics": topic, "offset": "oldest", "batch-size": batch_size}
+    if options:
+        kin["consumer-options"] = options
+    lines = ['instance = "bench-ingest"']
+    for section, values in {
+        "http": {"listen": "127.0.0.1:0"},
+        "kafka-mdm-in": kin,
+        "kafka-cluster": {"enabled": False},
+        "store": {"backend": "sqlite"},
+        "sqlite": {"path": str(tmp / "chunks.db")},
+    }.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    cfg_path = tmp / "bench.toml"
+    cfg_path.write_text("\n".join(lines) + "\n")
+    inst = Instance(load_config(cfg_path, env={}))
+    total = sum(hi - lo for lo, hi in inst.consumer.watermarks().values())
+    rss0 = _rss_kb()
+    inst.start(serve_http=False)
+    thread = threading.Thread(target=inst.run, daemon=True)
+    thread.start()
+    while not inst.consumer.tracker.first_offset:  # set as soon as the first batch is consumed
+        time.sleep(0.001)
+    t0, c0 = time.perf_counter(), _cpu()
+    while inst.handler.messages < total:
+        time.sleep(0.002)
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
+    rss1 = _rss_kb()
+    out = {
+        "wall": wall,
+        "cpu": cpu,
+        "messages": inst.handler.messages,
+        "points": inst.tank.points_added,
+        "series": len(inst.index),
+        "rss_before_kb": rss0,
+        "rss_after_kb": rss1,
+    }
+    inst.stop(drain_timeout=5)
+    thread.join(5)
+    return out
+
+
+def _child(args: dict) -> dict:
+    fn = {"pipeline": _pipeline, "instance": _instance}[args["mode"]]
+    out = {
+        args["mode"]: fn(
+            args["brokers"], args["topic"], args["batch_size"], args["options"], args.get("series", 0)
+        )
+    }
+    if args.get("raw"):
+        out["raw"] = _raw(args["brokers"], args["topic"], args["batch_size"], args["options"])
+    return out
+
+
+def consume_in_subprocess(
+    brokers: str,
+    topic: str,
+    mode: str = "pipeline",
+    raw: bool = True,
+    batch_size: int = BATCH_SIZE,
+    options: str = "",
+    series: int = 0,
+    timeout: float = 600,
+) -> dict:
+    args = {
+        "series": series,
+        "mode": mode,
+        "raw": raw,
+        "brokers": brokers,
+        "topic": topic,
+        "batch_size": batch_size,
+        "options": options,
+    }
+    r = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"consumer subprocess failed ({r.returncode}):\n{r.stderr[-4000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------------ the benchmark
+
+
+def _row(
+    name: str,
+    value: float,
+    unit: str,
+    target: float | None,
+    runs: int,
+    note: str,
+    higher: bool = True,
+) -> dict:
+    return {
+        "name": name,
+        "value": float(value),
+        "unit": unit,
+        "target": target,
+        "higher_is_better": higher,
+        "runs": runs,
+        "note": note,
+    }
+
+
+def _med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: bool = False) -> list[dict]:
+    results = [consume_in_subprocess(brokers, topic, series=case.series) for _ in range(repeats)]
+    pipe = [r["pipeline"] for r in results]
+    raw = [r["raw"] for r in results]
+    expect = case.series * case.points
+    for r in pipe:
+        if r["points"] != expect or r["tank_points"] != expect or r["series"] != case.series:
+            raise RuntimeError(
+                f"{case.name}: ingested {r['points']} points ({r['tank_points']} in the tank) of "
+                f"{r['series']} series; expected {expect} of {case.series}"
+            )
+    msgs = pipe[0]["messages"]
+    rate = _med([r["points"] / r["wall"] for r in pipe])
+    cpu_rate = _med([r["points"] / r["cpu"] for r in pipe])
+    main_rate = _med([r["points"] / r["main_cpu"] for r in pipe])
+    cpu_s = _med([r["cpu"] for r in pipe])
+    raw_rate = _med([r["messages"] / r["wall"] for r in raw])
+    raw_cpu_rate = _med([r["messages"] / r["cpu"] for r in raw])
+    msg_rate = _med([r["messages"] / r["wall"] for r in pipe])
+    per_series = _med([(r["rss_after_kb"] - r["rss_before_kb"]) * 1024 / r["series"] for r in pipe])
+    trimmed = _med([(r["rss_trimmed_kb"] - r["rss_before_kb"]) * 1024 / r["series"] for r in pipe])
+    hwm = _med([r["hwm_kb"] / 1024 for r in pipe])
+    total_per_series = _med([r["rss_after_kb"] * 1024 / r["series"] for r in pipe])
+    tank_per_series = _med([r["tank_bytes"] / r["series"] for r in pipe])
+    after_md = [
+        (r["points"] - r["md_done"][1]) / (r["wall"] - r["md_done"][0])
+        for r in pipe
+        if r.get("md_done") and r["wall"] > r["md_done"][0]
+    ]
+    md_note = (
+        f"; after the last MetricData (all {case.series:,} series known): {_med(after_md):,.0f} points/s, "
+        f"MetricData phase {_med([r['md_done'][0] for r in pipe if r.get('md_done')]):.2f}s"
+        if after_md
+        else ""
+    )
+    n = len(pipe)
+    kind = "one-point messages" if case.array <= 1 else f"MetricPointArrays of {case.array}"
+    size = f"{case.series:,} series x {case.points} points ({msgs:,} {kind})"
+    go = GO_RATE.get(case.series) if case.array <= 1 else None
+    go_note = f"; Metrictank (Go) {go / 1e6:.2f} M/s" if go else ""
+    rows = [
+        _row(
+            f"ingest {case.name}: points/s",
+            rate,
+            "points/s",
+            case.rate_target,
+            n,
+            f"{size}, offset=oldest, wall clock; messages/s {msg_rate:,.0f}{go_note}{md_note}",
+        ),
+        _row(
+            f"ingest {case.name}: points per CPU-second",
+            cpu_rate,
+            "points/cpu-s",
+            None,
+            n,
+            f"whole process (main thread + librdkafka threads), {cpu_s:.2f} CPU-s used; "
+            f"main thread alone {main_rate:,.0f} points/cpu-s",
+        ),
+        _row(
+            f"ingest {case.name}: share of raw-consume ceiling",
+            msg_rate / raw_rate,
+            "ratio",
+            None,
+            n,
+            f"bare consume()+values loop, same process and settings: {raw_rate:,.0f} msgs/s wall, "
+            f"{raw_cpu_rate:,.0f} msgs/cpu-s",
+        ),
+        _row(
+            f"ingest {case.name}: RSS per series",
+            per_series,
+            "bytes",
+            case.mem_target,
+            n,
+            f"RSS growth over the backlog / series; {trimmed:,.0f} after malloc_trim(0); whole-process RSS "
+            f"{total_per_series:,.0f} B/series (peak {hwm:,.0f} MB); tank's own estimate "
+            f"{tank_per_series:,.0f} B/series; Metrictank ~{GO_BYTES_PER_SERIES:,.0f}",
+            higher=False,
+        ),
+    ]
+    if instance:
+        inst = [
+            consume_in_subprocess(brokers, topic, mode="instance", raw=False)["instance"] for _ in range(n)
+        ]
+        irate = _med([r["points"] / r["wall"] for r in inst])
+        rows.append(
+            _row(
+                f"ingest {case.name}: points/s, real Instance",
+                irate,
+                "points/s",
+                None,
+                len(inst),
+                f"Instance.run main loop (sqlite store, no HTTP, kafka-cluster off); "
+                f"{_med([r['points'] / r['cpu'] for r in inst]):,.0f} points/cpu-s",
+            )
+        )
+    return rows
+
+
+_PRODUCED: dict[str, dict] = {}
+
+
+def run(quick: bool = False) -> list[dict]:
+    brokers = bootstrap()
+    run_id = uuid.uuid4().hex[:8]
+    repeats = 3
+    rows: list[dict] = []
+    created: list[str] = []
+    try:
+        for case in _cases(quick):
+            topic = f"bench-ingest-{case.topic_key}-{run_id}"
+            if topic not in _PRODUCED:
+                _PRODUCED[topic] = produce_backlog(brokers, topic, case)
+                created.append(topic)
+            prod = _PRODUCED[topic]
+            print(
+                f"  produced {prod['messages']:,} messages for {case.name} in {prod['seconds']:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+            rows += measure_case(brokers, topic, case, repeats, instance=case.series == 10_000 and not quick)
+    finally:
+        delete_topics(brokers, created)
+        for t in created:
+            _PRODUCED.pop(t, None)
+    return rows
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        print(json.dumps(_child(json.loads(sys.argv[2]))), flush=True)
+        return
+    for r in run(quick="--quick" in sys.argv):
+        print(f"{r['name']}: {r['value']:,.4g} {r['unit']} (target {r['target']}) - {r['note']}")
+
+
+if __name__ == "__main__":
+    main()
