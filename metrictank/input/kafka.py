@@ -205,6 +205,10 @@ class LagMonitor:
         """`read` is the next offset to read (last consumed + 1)."""
         self._samples[p].append((now, high, read))
 
+    def samples(self) -> dict[int, list[tuple[float, int, int]]]:
+        """The recent samples per partition: (time, high watermark, next offset to read)."""
+        return {p: list(s) for p, s in self._samples.items()}
+
     def lag(self, p: int) -> int | None:
         s = self._samples.get(p)
         if not s:

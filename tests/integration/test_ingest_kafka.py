@@ -65,6 +65,10 @@ def test_backlog_is_ingested_exactly_with_rollups(tmp_path, kafka_bootstrap, new
                     for b, v in zip(rts.tolist(), np.asarray(rvals).tolist(), strict=True):
                         sel = evals[bucket == b]
                         assert v == pytest.approx(float(fn(sel))), (method, b)
+        # replay progress per partition is in GET /node: everything read, nothing behind
+        wait_for(lambda: len(inst.node_json()["replay"]) == PARTS, 10, "replay progress")
+        wait_for(lambda: all(r["behind"] == 0 for r in inst.node_json()["replay"].values()), 10, "caught up")
+        assert all(r["done"] == 1.0 and r["eta"] == 0 for r in inst.node_json()["replay"].values())
         assert inst.node.partitions == list(range(PARTS))
         # the first offset of every partition was recorded, with its message timestamp
         assert set(inst.consumer.tracker.first_offset) == set(range(PARTS))
