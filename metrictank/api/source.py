@@ -16,7 +16,7 @@ import numpy as np
 
 from metrictank.chunk import decode_chunks
 from metrictank.index.tags import TagQueryError
-from metrictank.query.consolidate import quantize
+from metrictank.query.consolidate import quantize_many
 from metrictank.query.errors import QueryError
 from metrictank.query.series import Series
 from metrictank.query.source import FindNode, SeriesRef
@@ -107,7 +107,8 @@ class InstanceSource:
         consolidate_by: str | None,
     ) -> list[Series]:
         now = int(self.clock())
-        plans = []  # (ref, interval, [(archive, method)], stored method, consolidator)
+        plans = []  # (ref, row, interval, [(archive, method)], stored method, consolidator)
+        chosen: dict[tuple[int, int], tuple] = {}  # per (schema, aggregation): the tail of its series' plans
         with self.lock:
             for ref in refs:
                 row = int(ref.key)
@@ -115,66 +116,102 @@ class InstanceSource:
                     schema, agg = self.tank.schema_of(row)
                 except KeyError:
                     continue  # removed since it was resolved
-                archive = self._archive(schema, start, end, max_data_points, now)
-                interval = schema.retentions[archive].interval
-                if archive == 0:
-                    plans.append(
-                        (
-                            ref,
-                            row,
-                            interval,
-                            [(0, None)],
-                            None,
-                            _CONSOLIDATOR.get(
-                                _METHOD.get(consolidate_by or agg.default_method, "avg"), "avg"
-                            ),
-                        )
+                plan = chosen.get((id(schema), id(agg)))
+                if plan is None:
+                    plan = chosen[(id(schema), id(agg))] = self._plan(
+                        schema, agg, start, end, max_data_points, consolidate_by, now
                     )
-                    continue
-                want = _METHOD.get(consolidate_by or agg.default_method, "avg")
-                stored = set(agg.stored_methods)
-                if want == "avg" and not {"sum", "cnt"} <= stored or want != "avg" and want not in stored:
-                    want = _METHOD.get(agg.default_method, "avg")
-                parts = [(archive, "sum"), (archive, "cnt")] if want == "avg" else [(archive, want)]
-                plans.append((ref, row, interval, parts, want, _CONSOLIDATOR[want]))
+                plans.append((ref, row, *plan))
             # memory reads under the lock (the ingest loop mutates the tank); older parts come from the store.
             # One tank.read_many per (archive, method) and block of rows: the decode is one codec call and the
-            # per-call numpy overhead is paid per block, not per series (1000 reads cost ~3x more).
-            groups: dict[tuple[int, str | None], list[tuple[int, int]]] = {}
+            # per-call numpy overhead is paid per block, not per series (1000 reads cost ~3x more). Groups also
+            # split by interval, as each group is put on one grid below.
+            groups: dict[tuple[int, str | None, int], list[tuple[int, int]]] = {}
             for k, plan in enumerate(plans):
                 for archive, method in plan[3]:
-                    groups.setdefault((archive, method), []).append((k, plan[1]))
-            mem = {}
+                    groups.setdefault((archive, method, plan[2]), []).append((k, plan[1]))
+            mem: dict[tuple, list] = {}
             store_reqs = {}
-            for (archive, method), members in groups.items():
+            for gkey, members in groups.items():
+                archive, method, _interval = gkey
+                got: list = []
                 for b in range(0, len(members), _READ_BLOCK):
-                    block = members[b : b + _READ_BLOCK]
-                    got = self.tank.read_many([row for _k, row in block], archive, method, start, end)
-                    for (k, row), res in zip(block, got, strict=True):
-                        mem[(k, archive, method)] = res
-                        oldest = res[2]
-                        if start < oldest:
-                            amkey, ttl = self.tank.slot_key(self.tank.slot_for(row, archive, method))
-                            store_reqs[(k, archive, method)] = (amkey, ttl, min(oldest, end))
+                    got += self.tank.read_many(
+                        [row for _k, row in members[b : b + _READ_BLOCK]], archive, method, start, end
+                    )
+                mem[gkey] = got
+                for j, ((_k, row), res) in enumerate(zip(members, got, strict=True)):
+                    oldest = res[2]
+                    if start < oldest:
+                        amkey, ttl = self.tank.slot_key(self.tank.slot_for(row, archive, method))
+                        store_reqs[(gkey, j)] = (amkey, ttl, min(oldest, end))
         stored = self._read_store(store_reqs, start)
+        # each group on its grid in one call; a series' values are a row of its group's matrix
+        rows_of: dict[tuple, tuple[int, np.ndarray]] = {}  # group -> (first, matrix)
+        where: dict[tuple[int, int, str | None], int] = {}  # (plan, archive, method) -> row in its group
+        for gkey, members in groups.items():
+            ts_parts: list[np.ndarray] = []
+            val_parts: list[np.ndarray] = []
+            counts = np.empty(len(members), np.int64)
+            for j, (ts, vals, _oldest) in enumerate(mem.pop(gkey)):
+                old = stored.pop((gkey, j), None)
+                if old is not None:
+                    ts_parts.append(old[0])
+                    val_parts.append(old[1])
+                    counts[j] = len(old[0]) + len(ts)
+                else:
+                    counts[j] = len(ts)
+                ts_parts.append(ts)
+                val_parts.append(vals)
+            # values stay in their pieces (views of the decoded chunks): quantize_many copies them once,
+            # straight into the group's matrix
+            rows_of[gkey] = quantize_many(np.concatenate(ts_parts), val_parts, counts, start, end, gkey[2])
+            del ts_parts, val_parts  # the decoded buffers they view can go
+            for j, (k, _row) in enumerate(members):
+                where[(k, gkey[0], gkey[1])] = j
+        avg = self._averages(plans, rows_of, where)
         out = []
         for k, (ref, _row, interval, parts, want, consolidator) in enumerate(plans):
-            pieces = []
-            for archive, method in parts:
-                ts, vals, _oldest = mem[(k, archive, method)]
-                old = stored.get((k, archive, method))
-                if old is not None:
-                    ts = np.concatenate([old[0], np.asarray(ts, np.int64)])
-                    vals = np.concatenate([old[1], np.asarray(vals, np.float64)])
-                pieces.append((np.asarray(ts, np.int64), np.asarray(vals, np.float64)))
-            if want == "avg" and len(pieces) == 2:
-                first, s = quantize(*pieces[0], start, end, interval)
-                _, c = quantize(*pieces[1], start, end, interval)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    values = np.where(c > 0, s / c, np.nan)
+            archive, method = parts[0]
+            first, mat = rows_of[(archive, method, interval)]
+            if want == "avg" and len(parts) == 2:
+                values = avg[k]
             else:
-                first, values = quantize(*pieces[0], start, end, interval)
+                values = mat[where[(k, archive, method)]]
             out.append(Series(ref.name, ref.name, {}, first, interval, values, consolidator))
+        return out
+
+    def _plan(
+        self, schema, agg, start: int, end: int, mdp: int, consolidate_by: str | None, now: int
+    ) -> tuple[int, list[tuple[int, str | None]], str | None, str]:
+        """(interval, [(archive, stored method)], stored method wanted, consolidator) of a series: the same for
+        every series of one (schema, aggregation) in a request."""
+        archive = self._archive(schema, start, end, mdp, now)
+        interval = schema.retentions[archive].interval
+        if archive == 0:
+            method = _METHOD.get(consolidate_by or agg.default_method, "avg")
+            return interval, [(0, None)], None, _CONSOLIDATOR.get(method, "avg")
+        want = _METHOD.get(consolidate_by or agg.default_method, "avg")
+        stored = set(agg.stored_methods)
+        if want == "avg" and not {"sum", "cnt"} <= stored or want != "avg" and want not in stored:
+            want = _METHOD.get(agg.default_method, "avg")
+        parts = [(archive, "sum"), (archive, "cnt")] if want == "avg" else [(archive, want)]
+        return interval, parts, want, _CONSOLIDATOR[want]
+
+    @staticmethod
+    def _averages(plans: list, rows_of: dict, where: dict) -> dict[int, np.ndarray]:
+        """sum / cnt of the series read from a rollup's sum and cnt, one division per (archive, interval)."""
+        by_grid: dict[tuple[int, int], list[int]] = {}
+        for k, (_ref, _row, interval, parts, want, _c) in enumerate(plans):
+            if want == "avg" and len(parts) == 2:
+                by_grid.setdefault((parts[0][0], interval), []).append(k)
+        out: dict[int, np.ndarray] = {}
+        for (archive, interval), ks in by_grid.items():
+            s = rows_of[(archive, "sum", interval)][1][[where[(k, archive, "sum")] for k in ks]]
+            c = rows_of[(archive, "cnt", interval)][1][[where[(k, archive, "cnt")] for k in ks]]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                values = np.where(c > 0, s / c, np.nan)
+            out.update(zip(ks, values, strict=True))
         return out
 
     def _read_store(self, reqs: dict, start: int) -> dict:
@@ -197,16 +234,15 @@ class InstanceSource:
                 chunks = res.get(amkey)
                 if chunks:
                     per_item[i] = len(chunks)
-                    for t0, blob in chunks:
-                        t0s.append(t0)
-                        blobs.append(blob)
+                    ct, cb = zip(*chunks, strict=True)
+                    t0s.extend(ct)
+                    blobs.extend(cb)
             if not blobs:
                 continue
             counts, ts, vals = decode_chunks(np.asarray(t0s, np.int64), blobs)
             chunk_ends = np.concatenate([[0], np.cumsum(counts)])  # points in the first k chunks
             seg = np.concatenate([[0], chunk_ends[np.cumsum(per_item)]])  # point bounds of each item
-            down = np.flatnonzero(ts[1:] < ts[:-1]) + 1
-            if len(down) and not np.isin(down, seg).all():
+            if _descends_within_items(ts, counts, np.repeat(np.arange(len(items)), per_item)):
                 owner = np.repeat(np.arange(len(items), dtype=np.int32), np.diff(seg))
                 order = np.lexsort((ts, owner))
                 ts, vals = ts[order], vals[order]
@@ -220,3 +256,18 @@ class InstanceSource:
                 v = vals[bounds[i] : bounds[i + 1]]
                 out[items[i][0]] = (t[lo:hi], v[lo:hi])
         return out
+
+
+def _descends_within_items(ts: np.ndarray, counts: np.ndarray, item_of_chunk: np.ndarray) -> bool:
+    """Whether a timestamp is lower than the one before it inside one item's points (overlapping chunks).
+
+    A chunk's own points are strictly increasing (the decoder checks), so only the step from one non-empty
+    chunk to the next non-empty chunk of the same item can descend: a check per chunk, not per point."""
+    nz = np.flatnonzero(counts)
+    if len(nz) < 2:
+        return False
+    ends = np.cumsum(counts)
+    first_ts = ts[(ends - counts)[nz[1:]]]
+    prev_last = ts[ends[nz[:-1]] - 1]
+    same = item_of_chunk[nz[1:]] == item_of_chunk[nz[:-1]]
+    return bool((same & (first_ts < prev_last)).any())

@@ -130,6 +130,44 @@ class KeyTable:
         self._table[slot] = row
         self._used += 1
 
+    def insert_many(self, k0: np.ndarray, k1: np.ndarray, org: np.ndarray, rows: np.ndarray) -> None:
+        """Map a batch of keys, none of them in the table and no two equal (the caller checked), to `rows`.
+
+        The vectorised twin of `insert` for a batch of new series: the key columns are written first (so a
+        lock-free reader that finds a row sees its key), then every key claims the first empty or
+        tombstoned slot on its probe path; when several claim one slot, one wins and the others move on,
+        as in `_rebuild`."""
+        rows = np.asarray(rows, np.int64)
+        m = len(rows)
+        if m == 0:
+            return
+        org = np.asarray(org)
+        if org.dtype != np.uint32:
+            org = org.astype(np.int64).astype(np.uint32)  # -1 (public org) wraps like `org & M32`
+        k0 = np.asarray(k0, np.uint64)
+        k1 = np.asarray(k1, np.uint64)
+        self.ensure_rows(int(rows.max()) + 1)
+        self.k0[rows], self.k1[rows], self.org[rows] = k0, k1, org
+        self.live[rows] = True
+        if (self._used + self._tombs + m) * 3 > len(self._table):
+            self._rebuild(_pow2_at_least((int(self.live.sum())) * 4))  # places the new rows too
+            return
+        table, mask = self._table, len(self._table) - 1
+        shift = np.uint64(64 - (len(table).bit_length() - 1))
+        slots = (hash_keys(k0, k1, org) >> shift).astype(np.int64)
+        pend = rows.astype(np.int32)
+        reused = 0
+        while pend.size:
+            cur = table[slots]
+            free = (cur == EMPTY) | (cur == TOMB)
+            table[slots[free]] = pend[free]  # duplicate slots: one write wins
+            won = free & (table[slots] == pend)
+            reused += int(np.count_nonzero(won & (cur == TOMB)))
+            lost = ~won
+            pend, slots = pend[lost], (slots[lost] + 1) & mask
+        self._used += m
+        self._tombs -= reused
+
     def delete(self, row: int) -> None:
         """Forget a row's key (tombstone its slot; the table is compacted on the next resize)."""
         if not self.live[row]:

@@ -145,6 +145,21 @@ def _column(n: int, dtype: type) -> np.ndarray:
     return np.full(n, None, object) if dtype is object else np.zeros(n, dtype)
 
 
+def _first_of_each(k0: np.ndarray, k1: np.ndarray, org: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of each distinct key's first occurrence, ascending; for every position, the index of its
+    key's first occurrence in that list)."""
+    n = len(k0)
+    if n < 2 or len(np.unique(k0)) == n:  # distinct md5 halves: distinct keys (the normal case)
+        return np.arange(n), np.arange(n)
+    keys = np.empty(n, [("k0", np.uint64), ("k1", np.uint64), ("org", np.int64)])
+    keys["k0"], keys["k1"], keys["org"] = k0, k1, np.asarray(org, np.int64) & M32  # the table's notion
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(first), np.int64)
+    rank[order] = np.arange(len(first))
+    return first[order], rank[inverse.ravel()]
+
+
 class MemoryIndex:
     """Series index for one node: routing of binary keys to rows, Graphite find, tag queries."""
 
@@ -244,60 +259,161 @@ class MemoryIndex:
     def add_many(
         self,
         ids: Sequence[str],
-        orgs: Sequence[int],
+        orgs: Sequence[int] | np.ndarray,
         names: Sequence[str],
-        intervals: Sequence[int],
+        intervals: Sequence[int] | np.ndarray,
         units: Sequence[str],
         mtypes: Sequence[str],
         tags: Sequence[Sequence[str] | None],
         partitions: Sequence[int] | np.ndarray,
         lastupdates: Sequence[int] | np.ndarray,
+        parsed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """`add` for a batch of definitions (e.g. the MetricData of one Kafka batch): (rows, created).
 
-        Same result as calling `add` in order, but the common case - definitions the index already
-        has, which producers resend with every point or periodically - is routed, re-partitioned and
-        touched with numpy; only new or changed definitions take the per-series path."""
+        Same result as calling `add` in order, but both common cases are handled per batch: definitions
+        the index already has (producers resend them with every point or periodically) are routed,
+        re-partitioned and touched with numpy, and series new to the index are created together (rows,
+        key table, columns with numpy; tree and tag index one batch call each). Only changed definitions
+        take the per-series path. `parsed` is `parse_ids(ids)` when the caller has it already (the ingest
+        path parses ids while validating them)."""
         n = len(ids)
-        id_org, k0, k1 = parse_ids(ids)
+        id_org, k0, k1 = parse_ids(ids) if parsed is None else parsed
         parts = np.asarray(partitions, np.int32)
         lus = np.asarray(lastupdates, np.int64)
+        orgs_a = np.asarray(orgs, np.int64)
+        ivs = np.asarray(intervals, np.int64)
         created = np.zeros(n, bool)
         with self._lock:
             rows = self._keys.lookup(k0, k1, id_org)
-            known = np.flatnonzero(rows >= 0)
-            slow = np.flatnonzero(rows < 0).tolist()
+            new = np.flatnonzero(rows < 0)
+            if new.size:
+                first, inverse = _first_of_each(k0[new], k1[new], id_org[new])
+                make = new[first]  # the occurrence that creates each new series, in batch order
+                rows[make] = self._create(
+                    make, id_org, k0, k1, orgs_a, names, ivs, units, mtypes, tags, parts, lus
+                )
+                created[make] = True
+                if len(make) < len(new):  # later occurrences are updates of the series just created
+                    rows[new] = rows[make][inverse]
+            known = np.flatnonzero(~created)
+            slow: list[int] = []
             if known.size:
                 kr = rows[known]
                 self._partition[kr] = parts[known]
                 np.maximum.at(self._lastupdate, kr, lus[known])
-                differs = self._meta_differs(kr, known, orgs, names, intervals, units, mtypes, tags)
+                differs = self._meta_differs(kr, known, orgs_a, names, ivs, units, mtypes, tags)
                 if differs.any():
                     # every occurrence of a changed series goes the slow way, so the last one wins
-                    slow += known[np.isin(kr, kr[differs])].tolist()
-            if len(slow) > 1:
-                slow.sort()  # keep `add`'s order semantics when an id repeats within the batch
+                    slow = known[np.isin(kr, kr[differs])].tolist()
             for i in slow:
-                rows[i], created[i] = self.add(
+                rows[i] = self.add(
                     ids[i],
-                    orgs[i],
+                    int(orgs_a[i]),
                     names[i],
-                    intervals[i],
+                    int(ivs[i]),
                     units[i],
                     mtypes[i],
                     tags[i] or (),
                     int(parts[i]),
                     int(lus[i]),
-                )
+                )[0]
         return rows, created
+
+    def _create(
+        self,
+        at: np.ndarray,
+        id_org: np.ndarray,
+        k0: np.ndarray,
+        k1: np.ndarray,
+        orgs: np.ndarray,
+        names: Sequence[str],
+        intervals: np.ndarray,
+        units: Sequence[str],
+        mtypes: Sequence[str],
+        tags: Sequence[Sequence[str] | None],
+        parts: np.ndarray,
+        lus: np.ndarray,
+    ) -> np.ndarray:
+        """Create the series at batch positions `at` (keys not in the index, no two equal); returns their
+        rows, allocated as successive `add` calls would (free list first, most recently freed first)."""
+        m = len(at)
+        at_l = at.tolist()
+        free = self._free
+        nf = min(m, len(free))
+        reused = free[len(free) - nf :][::-1]
+        del free[len(free) - nf :]
+        lo = self._nrows
+        self._grow(lo + m - nf)
+        self._nrows = lo + m - nf
+        rows = np.array(reused + list(range(lo, lo + m - nf)), np.int64)
+        self._keys.insert_many(k0[at], k1[at], id_org[at], rows)
+        self._id_org[rows] = id_org[at]
+        self._partition[rows] = parts[at]
+        self._lastupdate[rows] = lus[at]
+        self._org[rows] = orgs[at]
+        self._interval[rows] = intervals[at]
+        self._unit[rows] = self._codes_of(self._units, [units[i] for i in at_l])
+        self._mtype[rows] = self._codes_of(self._mtypes, [mtypes[i] for i in at_l])
+        names_l = [names[i] for i in at_l]
+        tags_l = [tags[i] for i in at_l]
+        if any(tags_l):
+            intern = sys.intern
+            tag_ts = [tuple(sorted({intern(t) for t in tt})) or None if tt else None for tt in tags_l]
+            # as in `_set_meta`: tagged names repeat across series, so they share one string
+            names_l = [intern(nm) if tt else nm for nm, tt in zip(names_l, tag_ts, strict=True)]
+            self._tags[rows] = np.fromiter(tag_ts, object, m)
+        else:
+            tag_ts = [None] * m
+            self._tags[rows] = None
+        self._names[rows] = np.fromiter(names_l, object, m)
+        self._count += m
+        self._index_many(rows.tolist(), orgs[at].tolist(), names_l, tag_ts)
+        return rows
+
+    @staticmethod
+    def _codes_of(table: _Codes, strs: list[str]) -> np.ndarray:
+        codes = table.codes
+        try:
+            return np.fromiter(map(codes.__getitem__, strs), np.int32, len(strs))
+        except KeyError:
+            return np.fromiter(map(table.code, strs), np.int32, len(strs))
+
+    def _index_many(
+        self, rows: list[int], orgs: list[int], names: list[str], tags: list[tuple[str, ...] | None]
+    ) -> None:
+        """`_index` for a batch of new rows, one tree and one tag-index call per org."""
+        by_org: dict[int, list[int]]
+        if len(set(orgs)) == 1:
+            groups = [(orgs[0], rows, names, tags)]
+        else:
+            by_org = {}
+            for j, o in enumerate(orgs):
+                by_org.setdefault(o, []).append(j)
+            groups = [
+                (o, [rows[j] for j in js], [names[j] for j in js], [tags[j] for j in js])
+                for o, js in by_org.items()
+            ]
+        for org, g_rows, g_names, g_tags in groups:
+            if any(g_tags):
+                plain = [j for j, t in enumerate(g_tags) if not t]
+                t_rows, t_names = [g_rows[j] for j in plain], [g_names[j] for j in plain]
+            else:
+                t_rows, t_names = g_rows, g_names
+            if t_rows:
+                tree = self._trees.get(org)
+                if tree is None:
+                    tree = self._trees[org] = Tree()
+                tree.add_many(t_names, t_rows)
+            self._tagidx.add_many(org, g_rows, g_names, g_tags)
 
     def _meta_differs(
         self,
         rows: np.ndarray,
         at: np.ndarray,
-        orgs: Sequence[int],
+        orgs: np.ndarray,
         names: Sequence[str],
-        intervals: Sequence[int],
+        intervals: np.ndarray,
         units: Sequence[str],
         mtypes: Sequence[str],
         tags: Sequence[Sequence[str] | None],
@@ -308,8 +424,8 @@ class MemoryIndex:
         new_names = np.empty(m, object)
         new_names[:] = [names[i] for i in at_l]
         differs = self._names[rows] != new_names
-        differs |= self._interval[rows] != np.fromiter((intervals[i] for i in at_l), np.int64, m)
-        differs |= self._org[rows] != np.fromiter((orgs[i] for i in at_l), np.int64, m)
+        differs |= self._interval[rows] != intervals[at]
+        differs |= self._org[rows] != orgs[at]
         ucode, mcode = self._units.codes, self._mtypes.codes
         differs |= self._unit[rows] != np.fromiter((ucode.get(units[i], -1) for i in at_l), np.int64, m)
         differs |= self._mtype[rows] != np.fromiter((mcode.get(mtypes[i], -1) for i in at_l), np.int64, m)

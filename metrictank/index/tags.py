@@ -234,6 +234,38 @@ class TagIndex:
                 values = idx[intern(k)] = {}
             _add(values, v if v in values else intern(v), row)
 
+    def add_many(
+        self, org: int, rows: list[int], names: list[str], tags: list[tuple[str, ...] | None]
+    ) -> None:
+        """`add` for a batch of one org's series, same result. New plain series have names no other
+        series has, so the `name` postings of such a batch go in with one dict update."""
+        if not rows:
+            return
+        idx = self._orgs.get(org)
+        if idx is None:
+            idx = self._orgs[org] = {}
+        names_d = idx.get("name")
+        if names_d is None:
+            names_d = idx["name"] = {}
+        fresh = dict(zip(names, rows, strict=True))
+        if len(fresh) == len(rows) and names_d.keys().isdisjoint(fresh):
+            names_d.update(fresh)
+        else:
+            for name, row in zip(names, rows, strict=True):
+                _add(names_d, name, row)
+        if not any(tags):
+            return
+        intern = sys.intern
+        for row, tt in zip(rows, tags, strict=True):
+            for t in tt or ():
+                k, _, v = t.partition("=")
+                if k == "name":
+                    continue
+                values = idx.get(k)
+                if values is None:
+                    values = idx[intern(k)] = {}
+                _add(values, v if v in values else intern(v), row)
+
     def remove(self, org: int, series: Iterable[tuple[int, str, tuple[str, ...] | None]]) -> None:
         """Drop (row, name, tags) entries; batched so a posting shared by many removed series (say
         `env=prod` during a prune) is rewritten once, not once per series."""

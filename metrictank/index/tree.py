@@ -30,11 +30,12 @@ class Branch:
 
 
 def add_row(rows: Rows | None, row: int) -> Rows:
+    """Rows of a path kept sorted, so a path's rows do not depend on the order series were added in."""
     if rows is None:
         return row
     if isinstance(rows, int):
-        return rows if rows == row else (rows, row)
-    return rows if row in rows else (*rows, row)
+        return rows if rows == row else ((rows, row) if rows < row else (row, rows))
+    return rows if row in rows else tuple(sorted((*rows, row)))
 
 
 def del_row(rows: Rows | None, row: int) -> Rows | None:
@@ -100,6 +101,51 @@ class Tree:
         else:
             ch[last] = add_row(child, row)
         self.leaves += 1
+
+    def _dir(self, dirs: str) -> dict:
+        """The children dict of the branch at `dirs` (dot-separated), created as `add` would."""
+        intern = sys.intern
+        ch = self.root
+        for comp in dirs.split("."):
+            child = ch.get(comp)
+            cls = child.__class__
+            if child is None:
+                child = ch[intern(comp)] = {}
+            elif cls is Branch:
+                child = child.children
+            elif cls is not dict:  # a leaf gains children
+                b = ch[comp] = Branch(child)
+                child = b.children
+            ch = child
+        return ch
+
+    def add_many(self, paths: list[str], rows: list[int]) -> None:
+        """`add` for a batch (e.g. the new series of one ingest batch), with the same resulting tree.
+
+        Series arrive grouped by parent (a host's metrics, a counter's siblings), so the parent branch is
+        looked up once per run of paths that share it rather than component by component for each; a
+        branch's children dict is never replaced while adding, so holding on to it is safe."""
+        intern = sys.intern
+        prev: str | None = None
+        ch: dict = self.root
+        for path, row in zip(paths, rows, strict=True):
+            dirs, dot, last = path.rpartition(".")
+            if not dot:
+                ch, prev = self.root, None
+            elif dirs != prev:
+                ch, prev = self._dir(dirs), dirs
+            child = ch.get(last)
+            if child is None:
+                ch[intern(last)] = row
+                continue
+            cls = child.__class__
+            if cls is dict:  # a branch becomes a series too
+                ch[last] = Branch(row, child)
+            elif cls is Branch:
+                child.rows = add_row(child.rows, row)
+            else:
+                ch[last] = add_row(child, row)
+        self.leaves += len(paths)
 
     def remove(self, path: str, row: int) -> bool:
         """Drop `row` at `path`, then every branch left without children or rows."""

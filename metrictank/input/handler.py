@@ -1,8 +1,9 @@
 """One batch of `mdm` messages into the index and the tank.
 
-The batch is decoded at once (numpy over the concatenated payloads), MetricData messages update the index (they
-are rare after warm-up, so they are handled one by one), and then every point of the batch is routed to its series
-row with one vectorised lookup and handed to the tank in arrival order. A MetricData is a point too: when a batch
+The batch is decoded at once (numpy over the concatenated payloads), MetricData messages are validated and
+update the index as one batch (columns, not objects: a backlog starts with one MetricData per series, so new
+series come by the hundred thousand), and then every point of the batch is routed to its series row with one
+vectorised lookup and handed to the tank in arrival order. A MetricData is a point too: when a batch
 has any, their points are merged with the compact points by message position, so a series' order is kept.
 Nothing here raises on bad input: every rejected message or point is counted by reason.
 """
@@ -16,7 +17,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from metrictank.schema import classify_and_decode, validate_metricdata
+from metrictank.schema import classify_and_decode
+from metrictank.schema.validate import validate_metricdata_many
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +68,7 @@ class IngestHandler:
         pts = d.points
         self.metricpoint_received += len(pts)
 
-        md_rows = md_idx = None
-        md_ts: list[int] = []
-        md_vals: list[float] = []
+        md_rows = md_idx = md_ts = md_vals = None
         if d.metricdata:
             md_rows, md_idx, md_ts, md_vals = self._metricdata(d.metricdata, partitions)
         if d.control:
@@ -88,8 +88,8 @@ class IngestHandler:
         if md_rows is not None and len(md_rows):
             order = np.argsort(np.concatenate([msg_index, md_idx]), kind="stable")
             rows = np.concatenate([rows, md_rows])[order]
-            ts = np.concatenate([ts, np.asarray(md_ts, np.uint32)])[order]
-            vals = np.concatenate([vals, np.asarray(md_vals, np.float64)])[order]
+            ts = np.concatenate([ts, md_ts.astype(np.uint32)])[order]
+            vals = np.concatenate([vals, md_vals])[order]
         if len(rows):
             self.tank.add_points(
                 np.ascontiguousarray(rows, dtype=np.int64),
@@ -100,55 +100,52 @@ class IngestHandler:
 
     def _metricdata(
         self, items: list, partitions: Callable[[int], int]
-    ) -> tuple[np.ndarray, np.ndarray, list[int], list[float]]:
-        """Validate, index (one `add_many` for the batch: series the index knows take its vectorised path)
-        and register new series with the tank; returns (rows, message indices, times, values) of the valid
-        ones, in message order."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Validate (per batch, see `validate_metricdata_many`), index (one `add_many` for the batch, given
+        the ids the validation parsed) and register new series with the tank; returns (rows, message
+        indices, times, values) of the valid ones, in message order."""
         self.metricdata_received += len(items)
-        valid = []
-        idx: list[int] = []
-        invalid = self.metricdata_invalid
-        for i, md in items:
-            reason = validate_metricdata(md)
-            if reason:
-                invalid[reason] += 1
-                continue
-            valid.append(md)
-            idx.append(i)
-        if not valid:
-            return np.empty(0, np.int64), np.empty(0, np.int32), [], []
-        parts = [partitions(i) for i in idx]
+        positions, mds = zip(*items, strict=True)
+        vb = validate_metricdata_many(mds)
+        if vb.invalid:
+            self.metricdata_invalid.update(vb.invalid)
+        if not len(vb):
+            return (
+                np.empty(0, np.int64),
+                np.empty(0, np.int32),
+                np.empty(0, np.int64),
+                np.empty(0, np.float64),
+            )
+        idx = np.asarray(positions, np.int32)
+        if len(vb) < len(positions):
+            idx = idx[vb.positions]
+        parts = np.fromiter(map(partitions, idx.tolist()), np.int64, len(idx))
         rows, created = self.index.add_many(
-            [md.id for md in valid],
-            [md.org_id for md in valid],
-            [md.name for md in valid],
-            [md.interval for md in valid],
-            [md.unit for md in valid],
-            [md.mtype for md in valid],
-            [md.tags for md in valid],
+            vb.ids,
+            vb.orgs,
+            vb.names,
+            vb.intervals,
+            vb.units,
+            vb.mtypes,
+            vb.tags,
             parts,
-            [md.time for md in valid],
+            vb.times,
+            parsed=(vb.id_org, vb.k0, vb.k1),
         )
         rows = np.asarray(rows, np.int64)
         new = np.flatnonzero(created)
         if len(new):
-            new_l = new.tolist()
-            new_ids = [valid[j].id for j in new_l]
-            self.tank.add_series(
-                rows[new],
-                [valid[j].name for j in new_l],
-                np.asarray([valid[j].interval for j in new_l], dtype=np.int64),
-                np.asarray([parts[j] for j in new_l], dtype=np.int64),
-                new_ids,
-            )
+            if len(new) == len(rows):
+                new_rows, names, ivs, new_parts, new_ids = rows, vb.names, vb.intervals, parts, list(vb.ids)
+            else:
+                new_l = new.tolist()
+                new_rows, ivs, new_parts = rows[new], vb.intervals[new], parts[new]
+                names = [vb.names[j] for j in new_l]
+                new_ids = [vb.ids[j] for j in new_l]
+            self.tank.add_series(new_rows, names, ivs, new_parts, new_ids)
             if self.on_new_series is not None:
                 self.on_new_series(new_ids)
-        return (
-            rows,
-            np.asarray(idx, np.int32),
-            [md.time for md in valid],
-            [md.value for md in valid],
-        )
+        return rows, idx, vb.times, vb.values
 
     def _control(self, msgs) -> None:
         for _i, msg in msgs:

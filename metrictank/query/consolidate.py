@@ -67,6 +67,10 @@ def reduce_axis(
     other = mat.shape[1 - axis]
     if n == 0:
         return np.full(other, np.nan)
+    if method in ("sum", "avg") and mat.flags.c_contiguous:
+        out = _sum_unless_mixed(mat, axis)
+        if out is not None:
+            return out if method == "sum" else out / n
     isnan = np.isnan(mat)
     cnt = n - isnan.sum(axis=axis)
     empty = cnt == 0
@@ -115,6 +119,18 @@ def reduce_axis(
     out = np.asarray(out, dtype=np.float64)
     out[empty] = np.nan
     return out
+
+
+def _sum_unless_mixed(mat: np.ndarray, axis: int) -> np.ndarray | None:
+    """Sums along `axis` when no group mixes nulls with values (None otherwise), without the copy that turns
+    nulls into zeros: most groups hold no null, and a group of nulls only (the newest slot nothing reached yet)
+    sums to null either way. The sum over the same values in the same layout is the same, bit for bit."""
+    with np.errstate(invalid="ignore"):
+        total = mat.sum(axis=axis)
+    bad = np.isnan(total)  # a null in the group (or inf - inf)
+    if bad.any() and not np.isnan(np.compress(bad, mat, axis=1 - axis)).all():
+        return None
+    return total
 
 
 def agg_every(num_points: int, max_points: int) -> int:
@@ -267,3 +283,136 @@ def quantize(ts: np.ndarray, values: np.ndarray, start: int, end: int, step: int
         np.not_equal(slot[1:], slot[:-1], out=keep[1:])
         out[slot[keep]] = vals[keep]
     return first, out
+
+
+def quantize_many(
+    ts: np.ndarray,
+    values: np.ndarray | Sequence[np.ndarray],
+    counts: np.ndarray | Sequence[int],
+    start: int,
+    end: int,
+    step: int,
+) -> tuple[int, np.ndarray]:
+    """`quantize` of many series onto one grid at once: row i of the result is `quantize` of the next
+    counts[i] points of ts/values (each series' timestamps ascending).
+
+    A fetch puts all its series of one step on the same grid, so they are quantised with a fixed number of
+    numpy calls per request, not per series. Data usually arrives at its interval: a series is then a few runs
+    of points exactly `step` apart, each of which fills consecutive slots, so runs are copied as slices
+    instead of placing every point. When every series has exactly one point on each slot, the result is the
+    values reshaped: it may share memory with `values`.
+
+    `values` may also be given as the pieces whose concatenation it is (memory and store parts of each
+    series): runs are then copied straight from the pieces, saving a copy of every value.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    k = len(counts)
+    first = align_forward(start, step)
+    last = (end - 1) // step * step
+    if last < first:
+        return first, np.empty((k, 0), dtype=np.float64)
+    n = (last - first) // step + 1
+    ts = np.asarray(ts)
+    if isinstance(values, np.ndarray):
+        parts = [values.astype(np.float64, copy=False)]
+    else:
+        parts = [np.asarray(v, dtype=np.float64) for v in values]
+    sizes = np.fromiter((len(v) for v in parts), np.int64, len(parts))
+    if len(ts) != int(counts.sum()) or int(sizes.sum()) != len(ts):
+        raise ValueError("quantize_many: ts and values must hold sum(counts) points")
+    if k and len(ts) == k * n and bool((counts == n).all()) and _on_grid(ts.reshape(k, n), first, step, n):
+        flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return first, flat.reshape(k, n)
+    out = np.empty((k, n))
+    if len(ts) and _fill_runs(out, ts, parts, sizes, counts, first, step):
+        return first, out
+    out.fill(np.nan)
+    if len(ts):
+        _fill_points(out, ts, parts[0] if len(parts) == 1 else np.concatenate(parts), counts, first, step)
+    return first, out
+
+
+def _on_grid(ts2: np.ndarray, first: int, step: int, n: int) -> bool:
+    """Whether every row of ts2 is exactly the grid first, first + step, ..."""
+    grid = first + step * np.arange(n, dtype=np.int64)
+    if ts2.dtype.kind in "iu" and first >= 0 and np.can_cast(np.min_scalar_type(int(grid[-1])), ts2.dtype):
+        grid = grid.astype(ts2.dtype)  # compare in the narrow type: half the memory traffic for uint32
+    return bool((ts2 == grid).all())
+
+
+def _fill_runs(
+    out: np.ndarray,
+    ts: np.ndarray,
+    parts: list[np.ndarray],
+    sizes: np.ndarray,
+    counts: np.ndarray,
+    first: int,
+    step: int,
+) -> bool:
+    """Fill all of `out` run by run, nulls between runs; False (nothing written) when the points do not form
+    few enough runs.
+
+    A run is a stretch of one series (and one value piece) whose timestamps advance by exactly `step`: its
+    slots are consecutive and distinct, so only where it starts (and the grid's ends) needs arithmetic. Between
+    two runs of a series `quantize`'s rule still applies: a run's first point is dropped when it lands on the
+    slot of the point just before it.
+    """
+    k, n = out.shape
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    part_end = np.cumsum(sizes)
+    brk = np.flatnonzero(np.diff(ts) != step) + 1  # where a run cannot continue (includes series changes)
+    if len(brk) + k + len(parts) > max(len(ts) // 16, 64):
+        return False
+    run0 = np.union1d(np.union1d(brk, starts[counts > 0]), (part_end - sizes)[sizes > 0])
+    run_end = np.r_[run0[1:], len(ts)]
+    series = np.searchsorted(ends, run0, side="right")
+    run_end = np.minimum(run_end, ends[series])
+    t_first = ts[run0].astype(np.int64)
+    t_last = ts[run_end - 1].astype(np.int64)
+    length = run_end - run0
+    if not (t_last - t_first == (length - 1) * step).all():
+        return False  # a wrapped difference in the narrow dtype: not really a run
+    same = series[1:] == series[:-1]
+    if (same & (t_first[1:] <= t_last[:-1])).any():
+        return False  # not ascending within a series: leave it to the per-point rule
+    slot0 = -((first - t_first) // step)  # ceil((t - first) / step)
+    lo = np.maximum(slot0, 0)
+    hi = np.minimum(slot0 + length, n)
+    has = hi > lo
+    # the slot of the point before a run's first one: the previous run's last, if it was inside the grid
+    clash = np.zeros(len(run0), dtype=bool)
+    clash[1:] = same & has[:-1] & has[1:] & (lo[1:] == hi[:-1] - 1)
+    lo = lo + clash
+    fill = np.flatnonzero(hi > lo)
+    part = np.searchsorted(part_end, run0[fill], side="right")
+    src = (run0 + (lo - slot0))[fill] - (part_end - sizes)[part]  # offset in the run's piece
+    flat = out.reshape(-1)
+    pos = (series * n + lo)[fill].tolist()
+    width = (hi - lo)[fill].tolist()
+    done = 0  # runs land in ascending, disjoint ranges of `flat`: what lies between them is null
+    for o, p, s, m in zip(pos, part.tolist(), src.tolist(), width, strict=True):
+        if o > done:
+            flat[done:o] = np.nan
+        flat[o : o + m] = parts[p][s : s + m]
+        done = o + m
+    flat[done:] = np.nan
+    return True
+
+
+def _fill_points(
+    out: np.ndarray, ts: np.ndarray, values: np.ndarray, counts: np.ndarray, first: int, step: int
+) -> None:
+    """`quantize`'s rule point by point, for all series in one go."""
+    k, n = out.shape
+    off = np.subtract(ts, first, dtype=np.int64)
+    slot = off + (step - 1)
+    slot //= step  # ceil(off / step)
+    ok = (off > -step) & (slot < n)
+    slot += np.repeat(np.arange(k, dtype=np.int64) * n, counts)  # flat position in out
+    slot = slot[ok]
+    if len(slot):
+        keep = np.empty(len(slot), dtype=bool)
+        keep[0] = True
+        np.not_equal(slot[1:], slot[:-1], out=keep[1:])  # the first point of a slot wins
+        out.reshape(-1)[slot[keep]] = values[ok][keep]

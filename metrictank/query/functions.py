@@ -277,7 +277,11 @@ def aggregate_series(
     method = _agg_method(func)
     label = label or (func[: -len("Series")] if func.endswith("Series") else func)
     normed = normalize(series)
-    start, step, mat = stack(normed)
+    mat = _rows_of_one_matrix(normed)
+    if mat is None:
+        start, step, mat = stack(normed)
+    else:
+        start, step = normed[0].start, normed[0].step
     values = reduce_axis(mat, method, axis=0)
     if xff:
         nonnull = len(normed) - np.isnan(mat).sum(axis=0)
@@ -289,6 +293,45 @@ def aggregate_series(
     tags.setdefault("name", name)
     tags["aggregatedBy"] = label
     return [Series(name, name, tags, start, step, values, _first_consolidator(series))]
+
+
+def _rows_of_one_matrix(series: Sequence[Series]) -> np.ndarray | None:
+    """A read-only 2-D view whose rows are the series' values, when those already are consecutive rows of one
+    array (a source's fetch hands out its series that way), else None.
+
+    Stacking copies every point of every series (a day of 1000 series at 10 s is 69 MB); the view costs a
+    check per series. The series must share start, step and length, as `stack` requires for a plain stack.
+    """
+    v0 = series[0].values
+    owner = v0.base
+    n = len(v0)
+    if (
+        n == 0
+        or not isinstance(owner, np.ndarray)
+        or owner.dtype != np.float64
+        or not owner.flags.c_contiguous
+    ):
+        return None
+    first = series[0]
+    row = n * v0.itemsize
+    p0 = v0.__array_interface__["data"][0]
+    for i, s in enumerate(series):
+        v = s.values
+        if (
+            v.base is not owner
+            or len(v) != n
+            or v.strides != (v.itemsize,)
+            or s.start != first.start
+            or s.step != first.step
+            or v.__array_interface__["data"][0] != p0 + i * row
+        ):
+            return None
+    offset = p0 - owner.__array_interface__["data"][0]
+    if offset < 0 or offset + len(series) * row > owner.nbytes:
+        return None
+    mat = np.ndarray((len(series), n), np.float64, buffer=owner, offset=offset)
+    mat.flags.writeable = False
+    return mat
 
 
 _SL = Param("seriesList", "seriesList", required=True)

@@ -111,9 +111,41 @@ def metricdata_from_map(obj: object) -> MetricData:
     return md
 
 
+#: Go's key order: every Go producer (and ``encode_metricdata``) writes exactly these keys in this order.
+_GO_KEYS = ("Id", "OrgId", "Name", "Interval", "Value", "Unit", "Time", "Mtype", "Tags")
+_join = "".join
+
+
 def decode_metricdata(b: bytes) -> MetricData:
-    """Decode one MetricData message; raises :class:`DecodeError` (reason ``invalid-msgp``) on garbage."""
-    return metricdata_from_map(unpack_one(b))
+    """Decode one MetricData message; raises :class:`DecodeError` (reason ``invalid-msgp``) on garbage.
+
+    Messages with Go's exact key order and well-typed fields (all of them, in practice) are checked with
+    one expression and built with one constructor call, which halves the cost of a new series' decode;
+    anything else takes the general per-key path, so the accepted language is unchanged.
+    """
+    obj = unpack_one(b)
+    if type(obj) is dict and tuple(obj) == _GO_KEYS:
+        id_, org, name, interval, value, unit, ts, mtype, tags = obj.values()
+        # msgpack ints are >= int64 min; only a uint64 above int64 max needs the bound
+        if (
+            type(id_) is type(name) is type(unit) is type(mtype) is str
+            and type(value) is float
+            and type(org) is type(interval) is type(ts) is int
+            and org <= _I64_MAX
+            and interval <= _I64_MAX
+            and ts <= _I64_MAX
+        ):
+            if tags is None:
+                tags = []
+            elif type(tags) is not list:
+                raise _bad("Tags", tags)
+            elif tags:
+                try:
+                    _join(tags)  # raises TypeError on any non-str element, at C speed
+                except TypeError:
+                    _as_tags(tags)  # raises with the field's message
+            return MetricData(id_, org, name, interval, value, unit, ts, mtype, tags)
+    return metricdata_from_map(obj)
 
 
 def encode_metricdata(md: MetricData) -> bytes:

@@ -14,9 +14,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from pathlib import Path
 
-from metrictank.schema import row_key, row_keys_for_range, table_for_ttl, write_ttl
+from metrictank.schema import ROW_KEY_BUCKET, row_key, row_keys_for_range, table_for_ttl, write_ttl
 from metrictank.store.base import Chunks, ChunkWrite, read_bounds
 from metrictank.store.pipeline import QueuedStore
 
@@ -29,6 +30,13 @@ _DDL = (
 )
 _INSERT = "INSERT OR REPLACE INTO {t} (key, ts, data, expires) VALUES (?, ?, ?, ?)"
 _SELECT = "SELECT ts, data FROM {t} WHERE key IN ({marks}) AND ts >= ? AND ts < ? AND expires > ? ORDER BY ts"
+_SELECT_KEYED = (
+    "SELECT key, ts, data FROM {t} WHERE key IN ({marks}) AND ts >= ? AND ts < ? AND expires > ? "
+    "ORDER BY key, ts"
+)
+#: row keys per query of a batched read: one statement per few hundred series instead of one per series,
+#: well under SQLite's host-parameter limit (999 in old builds)
+_KEYS_PER_QUERY = 500
 _PRUNE = "DELETE FROM {t} WHERE expires <= ?"
 
 
@@ -213,7 +221,39 @@ class SQLiteStore(QueuedStore):
     def read_many(
         self, reqs: Sequence[tuple[str, int]], start: int, end: int, max_span: int
     ) -> dict[str, Chunks]:
-        return {amkey: self.read(amkey, ttl, start, end, max_span) for amkey, ttl in reqs}
+        """`read` of many series: one query per table and `_KEYS_PER_QUERY` row keys, not one per series (a
+        render of 1000 series paid ~50 us per statement). An AMKey given twice is read from the table of its
+        last TTL."""
+        want = {amkey: ttl for amkey, ttl in reqs}
+        out: dict[str, Chunks] = {amkey: [] for amkey in want}
+        if start >= end or not want:
+            return out
+        owner: dict[str, dict[str, str]] = {}  # table -> row key -> AMKey (a row key names one AMKey)
+        for amkey, ttl in want.items():
+            keys = owner.setdefault(table_for_ttl(ttl)[0], {})
+            for rk in row_keys_for_range(amkey, start, end):
+                keys[rk] = amkey
+        lo = read_bounds(start, max_span)
+        now = int(self._clock())
+        conn = self._reader()
+        for table, keys in owner.items():
+            rkeys = list(keys)
+            for i in range(0, len(rkeys), _KEYS_PER_QUERY):
+                part = rkeys[i : i + _KEYS_PER_QUERY]
+                sql = _SELECT_KEYED.format(t=table, marks=",".join("?" * len(part)))
+                try:
+                    cur = conn.execute(sql, (*part, lo, end, now))
+                except sqlite3.OperationalError as exc:
+                    if "no such table" in str(exc):
+                        break
+                    raise
+                for key, ts, data in cur.fetchall():
+                    out[keys[key]].append((ts, data))
+        if (end - 1) // ROW_KEY_BUCKET > start // ROW_KEY_BUCKET:
+            # rows came key by key: a series spanning two row keys is put back in t0 order
+            for chunks in out.values():
+                chunks.sort(key=itemgetter(0))
+        return out
 
     # -- lifecycle --------------------------------------------------------------------------------
     def _extra_stats(self) -> dict:

@@ -252,6 +252,81 @@ def _grow(arr: np.ndarray, need: int) -> np.ndarray:
     return new
 
 
+def _first_at_least(ts: np.ndarray, lo: np.ndarray, hi: np.ndarray, value: int) -> np.ndarray:
+    """Per segment [lo, hi) of ts (ascending within each segment): the first index with ts >= value, hi if
+    none. A binary search run on all segments at once: a few numpy calls per halving, none per segment."""
+    lo, hi = lo.copy(), hi.copy()
+    while True:
+        act = lo < hi
+        if not act.any():
+            return lo
+        mid = (lo + hi) >> 1
+        less = ts[np.where(act, mid, 0)].astype(np.int64) < value
+        lo = np.where(act & less, mid + 1, lo)
+        hi = np.where(act & ~less, mid, hi)
+
+
+def _cut(
+    ts: np.ndarray, counts: np.ndarray, pos: np.ndarray, n: int, start: int, end: int
+) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """Where each slot's points in [start, end) lie in the decoded arrays.
+
+    Chunk k holds the next counts[k] points and belongs to slot pos[k] (pos ascending). Returns per slot a
+    slice (lo, hi); a slot whose kept points are not one run (only possible if chunks overlapped) gets an
+    index array in `pieces` instead. Points within a chunk are strictly increasing (the decoder checks), so
+    only chunks that reach outside the range need a search, and their kept points are one run."""
+    cend = np.cumsum(counts)
+    cstart = cend - counts
+    clo, chi = cstart.copy(), cend.copy()
+    nz = np.flatnonzero(counts)
+    if len(nz):
+        first_ts = ts[cstart[nz]].astype(np.int64)
+        last_ts = ts[cend[nz] - 1].astype(np.int64)
+        k = nz[first_ts < start]
+        if len(k):
+            clo[k] = _first_at_least(ts, cstart[k], cend[k], start)
+        k = nz[last_ts >= end]
+        if len(k):
+            chi[k] = _first_at_least(ts, cstart[k], cend[k], end)
+        chi = np.maximum(chi, clo)  # only when start > end: nothing is kept
+    lo = np.zeros(n, np.int64)
+    hi = np.zeros(n, np.int64)
+    pieces: dict[int, np.ndarray] = {}
+    kept = np.flatnonzero(chi > clo)
+    if len(kept):
+        kp = pos[kept]
+        head = np.r_[True, kp[1:] != kp[:-1]]
+        tail = np.r_[kp[1:] != kp[:-1], True]
+        lo[kp[head]] = clo[kept[head]]
+        hi[kp[tail]] = chi[kept[tail]]
+        gap = ~head[1:] & (clo[kept[1:]] != chi[kept[:-1]])
+        for p in np.unique(kp[1:][gap]).tolist():
+            mine = kept[kp == p]
+            pieces[p] = np.concatenate([np.arange(a, b) for a, b in zip(clo[mine], chi[mine], strict=True)])
+    return lo, hi, pieces
+
+
+_MATCH_ALL_PATTERNS = frozenset(("", ".*", "^", "^.*"))  # a search of any of these finds every name
+
+
+def _first_match(patterns: list, names: Sequence[str]) -> np.ndarray | None:
+    """Per name, the index of the first pattern whose search finds it (len(patterns) if none); None when
+    that is 0 for every name (the first pattern matches everything). Patterns after the first one that
+    matches everything are never searched."""
+    stop = next((i for i, p in enumerate(patterns) if p.pattern in _MATCH_ALL_PATTERNS), None)
+    tests = patterns if stop is None else patterns[:stop]
+    default = len(patterns) if stop is None else stop
+    if not tests:
+        return None if default == 0 else np.full(len(names), default, np.int64)
+    out = np.full(len(names), default, np.int64)
+    for j, name in enumerate(names):
+        for i, p in enumerate(tests):
+            if p.search(name):
+                out[j] = i
+                break
+    return out
+
+
 class Tank:
     """In-memory chunks of every series of this node's partitions (see module docstring)."""
 
@@ -432,12 +507,7 @@ class Tank:
             ids = [ids[i] for i in keep]
             n = len(rows)
         self._ensure_rows(int(rows.max()) + 1)
-        lids = np.empty(n, np.int64)
-        for i in range(n):
-            name, iv = names[i], int(intervals[i])
-            sidx, schema = self.schemas.match(name, iv)
-            aidx, agg = self.aggregations.match(name)
-            lids[i] = self._layout_for(sidx, schema, aidx, agg)
+        lids = self._layout_ids(names, intervals)
         # rows already present: same layout keeps its data, another layout starts over
         present = (self._rows["flags"][rows] & R_PRESENT) != 0
         if present.any():
@@ -460,9 +530,38 @@ class Tank:
         for lid in np.unique(lids):
             sel = np.flatnonzero(lids == lid)
             self._place(self._layouts[int(lid)], rows[sel], intervals[sel], partitions[sel], now)
-        for i in range(len(rows)):
-            self._set_id(int(rows[i]), ids[i])
+        if self._id_rows is None:  # ids are only kept per row: nothing to unlink
+            idl = self._ids
+            for r, id_ in zip(rows.tolist(), ids, strict=True):
+                idl[r] = id_
+        else:
+            for r, id_ in zip(rows.tolist(), ids, strict=True):
+                self._set_id(r, id_)
         self._active += len(rows)
+
+    def _layout_ids(self, names: Sequence[str], intervals: np.ndarray) -> np.ndarray:
+        """Layout of each new series. Which schema and aggregation apply depends only on the first section
+        whose pattern finds the name, so each name costs the pattern searches up to the first pattern that
+        matches everything (with the shipped defaults: none) and the rest is one lookup per distinct
+        (schema section, aggregation section, interval)."""
+        n = len(names)
+        s_pats = [s.pattern for s in self.schemas.schemas] + [self.schemas.default.pattern]
+        a_pats = [a.pattern for a in self.aggregations.aggregations]
+        ks = _first_match(s_pats, names)
+        ka = _first_match(a_pats, names)
+        if ks is None:
+            ks = np.zeros(n, np.int64)
+        if ka is None:
+            ka = np.zeros(n, np.int64)
+        keys = np.stack([ks, ka, intervals])
+        uniq, first, inverse = np.unique(keys, axis=1, return_index=True, return_inverse=True)
+        lid_of = np.empty(uniq.shape[1], np.int64)
+        for u, i in enumerate(first.tolist()):
+            name, iv = names[i], int(intervals[i])
+            sidx, schema = self.schemas.match(name, iv)
+            aidx, agg = self.aggregations.match(name)
+            lid_of[u] = self._layout_for(sidx, schema, aidx, agg)
+        return lid_of[inverse.ravel()]
 
     def _set_id(self, row: int, id_: str) -> None:
         old = self._ids[row]
@@ -485,12 +584,12 @@ class Tank:
         nrob = lay.schema.reorder_window
         reuse = [lay.free.pop() for _ in range(min(k, len(lay.free)))]
         fresh = k - len(reuse)
-        slot0 = np.array([r[0] for r in reuse] + [self._n_slots + i * ns for i in range(fresh)], np.int64)
-        agg0 = np.array([r[1] for r in reuse] + [self._n_aggs + i * na for i in range(fresh)], np.int64)
-        rob0 = np.array([r[2] for r in reuse] + [self._n_rob + i * nrob for i in range(fresh)], np.int64)
-        ring0 = np.array(
-            [r[3] for r in reuse] + [self._n_ring + i * lay.ring_per_row for i in range(fresh)], np.int64
-        )
+        reused = np.array(reuse, np.int64).reshape(len(reuse), 4)
+        step = np.arange(fresh, dtype=np.int64)
+        slot0 = np.concatenate([reused[:, 0], self._n_slots + step * ns])
+        agg0 = np.concatenate([reused[:, 1], self._n_aggs + step * na])
+        rob0 = np.concatenate([reused[:, 2], self._n_rob + step * nrob])
+        ring0 = np.concatenate([reused[:, 3], self._n_ring + step * lay.ring_per_row])
         self._n_slots += fresh * ns
         self._n_aggs += fresh * na
         self._n_rob += fresh * nrob
@@ -793,31 +892,31 @@ class Tank:
     def read_many(
         self, rows: Sequence[int] | np.ndarray, archive: int, method: str | None, start: int, end: int
     ) -> list[tuple[np.ndarray, np.ndarray, int]]:
-        """`read` for many rows with one decode call (a render of many series)."""
-        rows = [int(r) for r in rows]
-        if not rows:
+        """`read` for many rows with one decode call (a render of many series).
+
+        The points of a row are a view into the block's decoded arrays: only the chunks that straddle
+        `start` or `end` are searched for the cut (a chunk's points are strictly increasing), so a read costs
+        the decode plus work per chunk, not further passes over every point."""
+        rows = np.asarray(rows, np.int64).ravel()
+        n = len(rows)
+        if n == 0:
             return []
-        slots = np.asarray([self.slot_for(r, archive, method) for r in rows], np.int64)
+        slots = self._slots_for(rows, archive, method)
         s = self._slots[slots]
         span = np.asarray(SPANS, np.int64)[s["span_code"]]
         flags = s["flags"].astype(np.int64)
-        pos_of = np.arange(len(slots))
         # ring entries, oldest first per slot
         es, ei = self._ring_entries(slots)
-        epos = np.repeat(pos_of, s["ring_count"].astype(np.int64))
+        epos = np.repeat(np.arange(n), s["ring_count"].astype(np.int64))
         t0s = self._ring_t0[ei].astype(np.int64)
-        rmeta = self._ring_meta[ei]
-        first_entry = np.full(len(slots), -1, np.int64)
-        if len(ei):
-            starts = np.flatnonzero(np.r_[True, epos[1:] != epos[:-1]])
-            first_entry[epos[starts]] = starts
         # the oldest point memory vouches for: the oldest chunk's t0 (its first point if it is the first chunk)
         open_live = ((flags & F_LIVE) != 0) & ((flags & F_FINISHED) == 0)
-        oldest = np.full(len(slots), -1, np.int64)
-        has_ring = first_entry >= 0
-        fe = first_entry[has_ring]
-        oldest[has_ring] = np.where(rmeta[fe] & RM_FIRST, s["first_ts"][has_ring], t0s[fe])
-        only_open = ~has_ring & open_live
+        oldest = np.full(n, -1, np.int64)
+        if len(ei):
+            fe = np.flatnonzero(np.r_[True, epos[1:] != epos[:-1]])
+            has = epos[fe]
+            oldest[has] = np.where(self._ring_meta[ei[fe]] & RM_FIRST, s["first_ts"][has], t0s[fe])
+        only_open = (oldest < 0) & open_live
         oldest[only_open] = np.where(flags[only_open] & F_FIRST, s["first_ts"][only_open], s["t0"][only_open])
         sel = (t0s < end) & (t0s + span[epos] > start)
         b_pos = epos[sel]
@@ -829,26 +928,31 @@ class Tank:
             op = np.flatnonzero(want_open)
             oblobs = _tank.open_blobs(self._state(), slots[op])
             keep = [i for i, bl in enumerate(oblobs) if bl is not None]
-            b_pos = np.concatenate([b_pos, op[keep]])
-            b_t0 = np.concatenate([b_t0, cur_t0[op[keep]]])
-            blobs.extend(oblobs[i] for i in keep)
-            order = np.argsort(b_pos, kind="stable")  # ring chunks, then the open one, per slot
-            b_pos, b_t0 = b_pos[order], b_t0[order]
-            blobs = [blobs[i] for i in order.tolist()]
+            if keep:
+                b_pos = np.concatenate([b_pos, op[keep]])
+                b_t0 = np.concatenate([b_t0, cur_t0[op[keep]]])
+                blobs.extend(oblobs[i] for i in keep)
+                order = np.argsort(b_pos, kind="stable")  # ring chunks, then the open one, per slot
+                b_pos, b_t0 = b_pos[order], b_t0[order]
+                blobs = [blobs[i] for i in order.tolist()]
         if blobs:
             counts, ts, vals = decode_chunks(b_t0.astype(np.uint32), blobs)
-            pt_pos = np.repeat(b_pos, counts)
-            keep = (ts >= start) & (ts < end)
-            ts, vals, pt_pos = ts[keep], vals[keep], pt_pos[keep]
-            bounds = np.searchsorted(pt_pos, np.arange(len(slots) + 1))
+            lo, hi, pieces = _cut(ts, counts, b_pos, n, start, end)
         else:
             ts, vals = np.empty(0, np.uint32), np.empty(0, np.float64)
-            bounds = np.zeros(len(slots) + 1, np.int64)
+            lo = hi = np.zeros(n, np.int64)
+            pieces = {}
+        lo_l, hi_l, old_l = lo.tolist(), hi.tolist(), oldest.tolist()
         out = []
-        for i, row in enumerate(rows):
-            rts, rvals = ts[bounds[i] : bounds[i + 1]], vals[bounds[i] : bounds[i + 1]]
-            old = int(oldest[i])
-            xts, xvals = self._unflushed(row, archive, int(slots[i]))
+        for i in range(n):
+            if i in pieces:
+                idx = pieces[i]
+                out.append((ts[idx], vals[idx], old_l[i]))
+            else:
+                out.append((ts[lo_l[i] : hi_l[i]], vals[lo_l[i] : hi_l[i]], old_l[i]))
+        for i in np.flatnonzero(self._may_have_unflushed(rows, archive)).tolist():
+            rts, rvals, old = out[i]
+            xts, xvals = self._unflushed(int(rows[i]), archive, int(slots[i]))
             if len(xts):
                 if old < 0:
                     old = int(xts.min())
@@ -856,8 +960,40 @@ class Tank:
                 rts, rvals = np.concatenate([rts, xts[k]]), np.concatenate([rvals, xvals[k]])
                 order = np.argsort(rts, kind="stable")
                 rts, rvals = rts[order], rvals[order]
-            out.append((rts, rvals, end if old < 0 else old))
-        return out
+            out[i] = (rts, rvals, old)
+        return [(t, v, end if old < 0 else old) for t, v, old in out]
+
+    def _slots_for(self, rows: np.ndarray, archive: int, method: str | None) -> np.ndarray:
+        """`slot_for` of many rows; the offset is looked up once per layout. Raises what `slot_for` raises for
+        the first row it would fail on."""
+        if not len(self._rows):
+            self.slot_for(int(rows[0]), archive, method)  # raises the KeyError
+        ok = (rows >= 0) & (rows < len(self._rows))
+        safe = np.where(ok, rows, 0)
+        ok &= (self._rows["flags"][safe] & R_PRESENT) != 0
+        start = self._rows["slot_start"][safe].astype(np.int64)
+        off = np.zeros(len(rows), np.int64)
+        if archive != 0:
+            lays = self._rows["layout"][safe]
+            for lid in np.unique(lays[ok]).tolist():
+                members = ok & (lays == lid)
+                rep = int(rows[np.argmax(members)])
+                try:
+                    off[members] = self.slot_for(rep, archive, method) - int(self._rows["slot_start"][rep])
+                except KeyError:
+                    ok &= ~members
+        if not ok.all():
+            self.slot_for(int(rows[np.argmin(ok)]), archive, method)  # raises the KeyError
+            raise AssertionError("unreachable")
+        return start + off
+
+    def _may_have_unflushed(self, rows: np.ndarray, archive: int) -> np.ndarray:
+        """Rows whose reorder buffer (raw) or rollup bucket in progress may hold points: the others need no
+        per-row look."""
+        if archive == 0:
+            windows = np.asarray([lay.schema.reorder_window for lay in self._layouts], np.int64)
+            return windows[self._rows["layout"][rows]] > 0
+        return self._aggs["cnt"][self._rows["agg_base"][rows].astype(np.int64) + archive - 1] != 0
 
     def _unflushed(self, row: int, archive: int, slot: int) -> tuple[np.ndarray, np.ndarray]:
         """Points not in any chunk yet: the reorder buffer (raw) or the bucket in progress (rollups)."""

@@ -58,7 +58,13 @@ def test_backlog_is_ingested_exactly_with_rollups(tmp_path, kafka_bootstrap, new
                 # rollup archive 1 (60 s buckets): every bucket that a later point closed
                 row = inst.index.row_of(ss.ids[i])
                 bucket = ets + 60 - ((ets - 1) % 60 + 1)
-                for method, fn in (("max", np.max), ("min", np.min), ("sum", np.sum), ("cnt", len), ("lst", lambda a: a[-1])):
+                for method, fn in (
+                    ("max", np.max),
+                    ("min", np.min),
+                    ("sum", np.sum),
+                    ("cnt", len),
+                    ("lst", lambda a: a[-1]),
+                ):
                     rts, rvals, _ = inst.tank.read(row, 1, method, start, end + 60)
                     rts = np.asarray(rts, np.int64)
                     assert len(rts) >= 58, (method, len(rts))
@@ -103,7 +109,9 @@ def test_offsets_newest_and_duration(tmp_path, kafka_bootstrap, new_topic):
         np.testing.assert_array_equal(vals, evals)
 
     # newest: nothing of the backlog, only what comes after the start
-    with Running(instance_config(tmp_path / "new", "mt-new", kafka_bootstrap, topic, offset="newest")) as inst:
+    with Running(
+        instance_config(tmp_path / "new", "mt-new", kafka_bootstrap, topic, offset="newest")
+    ) as inst:
         time.sleep(3)
         assert inst.tank.points_added == 0
         later = recent + 600
@@ -152,11 +160,20 @@ def test_bad_messages_are_counted_and_good_ones_kept(tmp_path, kafka_bootstrap, 
         b"\x02" + b"\x00" * 20,  # MetricPoint with the wrong length
         b"\x05\x09" + b"\x00" * 40,  # array with an unknown sub-format
         encode_metricpoint(ss.ids[0], 1.0, start + 5, with_org=False),  # no org, and org-id is 0
-        encode_metricpoint(series_id(1, "never.announced", "", "gauge", 10, []), 1.0, start + 5),  # unknown series
+        encode_metricpoint(
+            series_id(1, "never.announced", "", "gauge", 10, []), 1.0, start + 5
+        ),  # unknown series
         encode_metricdata(
             MetricData(
-                id=series_id(1, "bad.mtype", "", "bogus", 10, []), org_id=1, name="bad.mtype", interval=10,
-                value=1.0, unit="", time=start, mtype="bogus", tags=[],
+                id=series_id(1, "bad.mtype", "", "bogus", 10, []),
+                org_id=1,
+                name="bad.mtype",
+                interval=10,
+                value=1.0,
+                unit="",
+                time=start,
+                mtype="bogus",
+                tags=[],
             )
         ),
         b"\x00legacy",
@@ -170,7 +187,11 @@ def test_bad_messages_are_counted_and_good_ones_kept(tmp_path, kafka_bootstrap, 
             # an array whose last point is cut short: the whole point before it must be kept
             body = encode_metricpoint(ss.ids[0], 0.0, 1).__len__()
             assert body == 33
-            arr = b"\x05\x02" + encode_metricpoint(series_id(1, "x.y", "", "gauge", 10, []), 2.0, start + 7)[1:] + b"\x01" * 5
+            arr = (
+                b"\x05\x02"
+                + encode_metricpoint(series_id(1, "x.y", "", "gauge", 10, []), 2.0, start + 7)[1:]
+                + b"\x01" * 5
+            )
             prod._send(arr, 0)
     assert prod.flush(30) == 0
     good = 10 * 60
@@ -180,7 +201,14 @@ def test_bad_messages_are_counted_and_good_ones_kept(tmp_path, kafka_bootstrap, 
         h = inst.handler
         assert inst.tank.points_added == good
         errs = dict(h.decode_errors)
-        for reason in ("invalid-msgp", "invalid-length", "invalid-format", "no-org", "array-remainder", "invalid-time"):
+        for reason in (
+            "invalid-msgp",
+            "invalid-length",
+            "invalid-format",
+            "no-org",
+            "array-remainder",
+            "invalid-time",
+        ):
             assert errs.get(reason, 0) >= 1, (reason, errs)
         assert errs.get("unsupported-format", 0) + errs.get("invalid-msgp", 0) >= 2
         assert h.metricdata_invalid["invalid-mtype"] == 1

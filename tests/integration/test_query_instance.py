@@ -45,8 +45,13 @@ def test_render_spans_store_and_memory(tmp_path, kafka_bootstrap, new_topic):
         frm, until = start - 1, end - 1  # graphite: from exclusive, until inclusive -> [start, end)
         r = httpx.post(
             f"{url}/render",
-            data={"target": "q.span.3;dc=eu", "from": str(frm), "until": str(until), "format": "json",
-                  "maxDataPoints": "100000"},
+            data={
+                "target": "q.span.3;dc=eu",
+                "from": str(frm),
+                "until": str(until),
+                "format": "json",
+                "maxDataPoints": "100000",
+            },
             timeout=30,
         )
         assert r.status_code == 200, r.text
@@ -67,8 +72,12 @@ def test_render_spans_store_and_memory(tmp_path, kafka_bootstrap, new_topic):
         # a function over a glob, and seriesByTag
         r = httpx.get(
             f"{url}/render",
-            params={"target": "sumSeries(seriesByTag('dc=eu'))", "from": str(frm), "until": str(until),
-                    "maxDataPoints": "100000"},
+            params={
+                "target": "sumSeries(seriesByTag('dc=eu'))",
+                "from": str(frm),
+                "until": str(until),
+                "maxDataPoints": "100000",
+            },
             timeout=30,
         )
         assert r.status_code == 200, r.text
@@ -81,7 +90,12 @@ def test_render_spans_store_and_memory(tmp_path, kafka_bootstrap, new_topic):
         # a coarse range picks the rollup archive (60 s) through maxDataPoints
         r = httpx.get(
             f"{url}/render",
-            params={"target": "q.span.3;dc=eu", "from": str(frm), "until": str(until), "maxDataPoints": "150"},
+            params={
+                "target": "q.span.3;dc=eu",
+                "from": str(frm),
+                "until": str(until),
+                "maxDataPoints": "150",
+            },
             timeout=30,
         )
         dps = r.json()[0]["datapoints"]
