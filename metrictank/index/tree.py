@@ -76,24 +76,12 @@ class Tree:
         return self.leaves > 0
 
     def add(self, path: str, row: int) -> None:
-        intern = sys.intern
         *dirs, last = path.split(".")
-        ch = self.root
-        for comp in dirs:
-            child = ch.get(comp)
-            cls = child.__class__
-            if child is None:
-                child = ch[intern(comp)] = {}
-            elif cls is Branch:
-                child = child.children
-            elif cls is not dict:  # a leaf gains children
-                b = ch[comp] = Branch(child)
-                child = b.children
-            ch = child
+        ch = self._walk(dirs)
         child = ch.get(last)
         cls = child.__class__
         if child is None:
-            ch[intern(last)] = row
+            ch[sys.intern(last)] = row
         elif cls is dict:  # a branch becomes a series too
             ch[last] = Branch(row, child)
         elif cls is Branch:
@@ -104,9 +92,13 @@ class Tree:
 
     def _dir(self, dirs: str) -> dict:
         """The children dict of the branch at `dirs` (dot-separated), created as `add` would."""
+        return self._walk(dirs.split("."))
+
+    def _walk(self, comps: list[str]) -> dict:
+        """The children dict of the branch at these path components, creating branches on the way."""
         intern = sys.intern
         ch = self.root
-        for comp in dirs.split("."):
+        for comp in comps:
             child = ch.get(comp)
             cls = child.__class__
             if child is None:

@@ -57,10 +57,11 @@ def _glob_part(pattern: str) -> str:
     return "".join(out)
 
 
-def _split_top(body: str) -> list[str]:
+def _split_outside_braces(text: str, sep: str) -> list[str]:
+    """Split on `sep` where it is not inside `{...}` (alternatives may hold dots and commas of their own)."""
     parts, depth, cur = [], 0, []
-    for ch in body:
-        if ch == "," and depth == 0:
+    for ch in text:
+        if ch == sep and depth == 0:
             parts.append("".join(cur))
             cur = []
             continue
@@ -68,6 +69,10 @@ def _split_top(body: str) -> list[str]:
         cur.append(ch)
     parts.append("".join(cur))
     return parts
+
+
+def _split_top(body: str) -> list[str]:
+    return _split_outside_braces(body, ",")
 
 
 @lru_cache(maxsize=4096)
@@ -119,16 +124,7 @@ def find_nodes(pattern: str, paths: Iterable[str]) -> list[FindMatch]:
 
 def _split_nodes(pattern: str) -> list[str]:
     """Split a glob on the dots that are outside braces."""
-    parts, depth, cur = [], 0, []
-    for ch in pattern:
-        if ch == "." and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-            continue
-        depth += {"{": 1, "}": -1}.get(ch, 0)
-        cur.append(ch)
-    parts.append("".join(cur))
-    return parts
+    return _split_outside_braces(pattern, ".")
 
 
 @dataclass(frozen=True, slots=True)
