@@ -275,6 +275,7 @@ class Instance:
                         ", ".join(f"{n} {p}" for n, (p, _a) in others.items()),
                     )
         self.consumer.sample_lag()
+        self.consumer.check_stall()
         self.node.update(self.consumer.lag.priority())
         self.systemd.tick(self.node)
         now = time.monotonic()
@@ -503,6 +504,11 @@ class Instance:
             "last offset consumed",
             lambda: [((p,), o) for p, o in c.tracker.last_offset.items()],
             ("partition",),
+        )
+        s.counter(
+            "input.kafka-mdm.fetch_restarts",
+            "times fetching was restarted because no data arrived although the broker had some",
+            lambda: c.fetch_restarts,
         )
         s.gauge("tank.metrics_active", "series in memory", lambda: len(self.index))
         s.counter(

@@ -277,6 +277,10 @@ class DataConsumer:
         self.transport_errors = 0
         self._last_sample = 0.0
         self._assigned = False
+        self._start_offsets: dict[tuple[str, int], int] = {}
+        self._last_data = time.monotonic()
+        self._last_stall_check = 0.0
+        self.fetch_restarts = 0
 
     def start(self) -> None:
         """Assign the partitions at their start offsets (called after the persist backlog is applied)."""
@@ -290,6 +294,8 @@ class DataConsumer:
             except Exception:  # noqa: BLE001 - only informative
                 pass
         self._consumer.assign(tps)
+        self._start_offsets = {(tp.topic, tp.partition): tp.offset for tp in tps}
+        self._last_data = time.monotonic()
         self._assigned = True
         log.info("consuming %s partitions %s from %s", ",".join(self.topics), self.partitions, self.offset)
 
@@ -330,6 +336,7 @@ class DataConsumer:
                 gc.enable()
         self.transport_errors += errors
         if values:
+            self._last_data = time.monotonic()
             sample = values[:: max(1, len(values) // 8)]
             self._avg_size = sum(map(len, sample)) / len(sample)
         return Batch(values=values, partitions=partitions, errors=errors)
@@ -365,6 +372,50 @@ class DataConsumer:
                 read = self.tracker.first_offset.get(tp.partition, high)
             self.tracker.last_offset[tp.partition] = read - 1
             self.lag.sample(tp.partition, now, high, read)
+
+    def check_stall(self, after: float = 10.0, now: float | None = None) -> bool:
+        """Restart fetching when nothing arrived for `after` seconds although the broker has unread messages.
+
+        librdkafka has been seen to stop fetching for an assigned partition while the broker holds data for it
+        (the consumer then waits in consume() for ever). Re-assigning at the current positions restarts the
+        fetchers without losing or repeating anything. Costs a watermark query per partition every `after`
+        seconds, and only while no data arrives.
+        """
+        now = time.monotonic() if now is None else now
+        if not self._assigned or now - self._last_data < after or now - self._last_stall_check < after:
+            return False
+        self._last_stall_check = now
+        tps = [TopicPartition(t, p) for t in self.topics for p in self.partitions]
+        try:
+            positions = self._consumer.position(tps)
+        except Exception:  # noqa: BLE001
+            return False
+        restart, behind = [], []
+        for tp in positions:
+            try:
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=2
+                )
+            except Exception:  # noqa: BLE001
+                return False
+            pos = tp.offset
+            if pos < 0:  # nothing read yet: where consumption was asked to start
+                start = self._start_offsets.get((tp.topic, tp.partition), OFFSET_END)
+                pos = low if start == OFFSET_BEGINNING else high if start == OFFSET_END else start
+            if high > pos:
+                behind.append(tp.partition)
+            restart.append(TopicPartition(tp.topic, tp.partition, pos))
+        if not behind:
+            return False
+        log.warning(
+            "no messages for %.0fs although partitions %s have unread messages; restarting their fetchers",
+            now - self._last_data,
+            behind,
+        )
+        self._consumer.assign(restart)
+        self.fetch_restarts += 1
+        self._last_data = now
+        return True
 
     def watermarks(self, timeout: float = 5.0) -> dict[int, tuple[int, int]]:
         """Low and high watermarks per partition from the broker."""

@@ -98,10 +98,12 @@ class Running:
         return self.instance
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        # stop the loop first: the consumer may not be used from two threads at once
+        self.instance.stop_event.set()
+        self.thread.join(10)
         if exc_type is not None:
             print(self.diagnose())
         self.instance.stop(drain_timeout=10)
-        self.thread.join(10)
 
     def diagnose(self) -> str:
         """The consumer's state, printed when a test fails inside the block."""
@@ -117,6 +119,7 @@ class Running:
             positions, marks = str(e), {}
         return (
             f"[{inst.name}] thread alive={self.thread.is_alive()} batches={inst.batches} "
+            f"fetch_restarts={c.fetch_restarts} "
             f"messages={inst.handler.messages} points={inst.tank.points_added} batch_errors={inst.batch_errors} "
             f"positions={positions} watermarks={marks} first={c.tracker.first_offset}"
         )
