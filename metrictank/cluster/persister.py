@@ -63,18 +63,20 @@ class Persister:
                     int(cands.t0[i]),
                     self.skipped_partial,
                 )
-        writes = [
-            ChunkWrite(
-                amkey=cands.amkey(i),
-                org=int(cands.amkey(i).split(".", 1)[0]),
-                t0=int(cands.t0[i]),
-                span=int(cands.span[i]),
-                ttl=int(cands.ttl[i]),
-                data=cands.data[i],
-                partition=int(cands.partition[i]),
+        writes = []
+        for i in np.flatnonzero(complete):
+            amkey = cands.amkey(i)
+            writes.append(
+                ChunkWrite(
+                    amkey=amkey,
+                    org=int(amkey.split(".", 1)[0]),
+                    t0=int(cands.t0[i]),
+                    span=int(cands.span[i]),
+                    ttl=int(cands.ttl[i]),
+                    data=cands.data[i],
+                    partition=int(cands.partition[i]),
+                )
             )
-            for i in np.flatnonzero(complete)
-        ]
         # Marks move past partial chunks too: they must never be revisited by a later walk-back.
         self.tank.mark_save_started(np.asarray(cands.slot), np.asarray(cands.t0))
         if writes:

@@ -161,6 +161,19 @@ def tag_value(tags: tuple[str, ...] | None, key: str) -> str | None:
     return None
 
 
+def _add_tags(idx: dict, row: int, tags) -> None:
+    """Post `row` under each `k=v` tag (`name=` skipped: the name has its own postings); keys and values interned."""
+    intern = sys.intern
+    for t in tags or ():
+        k, _, v = t.partition("=")
+        if k == "name":
+            continue
+        values = idx.get(k)
+        if values is None:
+            values = idx[intern(k)] = {}
+        _add(values, v if v in values else intern(v), row)
+
+
 def _add(values: dict[str, Posting], v: str, row: int) -> None:
     cur = values.get(v)
     if cur is None:
@@ -224,15 +237,7 @@ class TagIndex:
         if names is None:
             names = idx["name"] = {}
         _add(names, name, row)
-        intern = sys.intern
-        for t in tags or ():
-            k, _, v = t.partition("=")
-            if k == "name":
-                continue
-            values = idx.get(k)
-            if values is None:
-                values = idx[intern(k)] = {}
-            _add(values, v if v in values else intern(v), row)
+        _add_tags(idx, row, tags)
 
     def add_many(
         self, org: int, rows: list[int], names: list[str], tags: list[tuple[str, ...] | None]
@@ -255,16 +260,8 @@ class TagIndex:
                 _add(names_d, name, row)
         if not any(tags):
             return
-        intern = sys.intern
         for row, tt in zip(rows, tags, strict=True):
-            for t in tt or ():
-                k, _, v = t.partition("=")
-                if k == "name":
-                    continue
-                values = idx.get(k)
-                if values is None:
-                    values = idx[intern(k)] = {}
-                _add(values, v if v in values else intern(v), row)
+            _add_tags(idx, row, tt)
 
     def remove(self, org: int, series: Iterable[tuple[int, str, tuple[str, ...] | None]]) -> None:
         """Drop (row, name, tags) entries; batched so a posting shared by many removed series (say

@@ -142,10 +142,16 @@ class IngestHandler:
                 new_rows, ivs, new_parts = rows[new], vb.intervals[new], parts[new]
                 names = [vb.names[j] for j in new_l]
                 new_ids = [vb.ids[j] for j in new_l]
-            self.tank.add_series(new_rows, names, ivs, new_parts, new_ids)
-            if self.on_new_series is not None:
-                self.on_new_series(new_ids)
+            self._register_new(new_rows, names, ivs, new_parts, new_ids)
         return rows, idx, vb.times, vb.values
+
+    def _register_new(
+        self, rows: np.ndarray, names: list[str], intervals, partitions, ids: list[str]
+    ) -> None:
+        """Series new to the index get tank state, and saved marks that were waiting for them."""
+        self.tank.add_series(rows, names, intervals, partitions, ids)
+        if self.on_new_series is not None:
+            self.on_new_series(ids)
 
     def _control(self, msgs) -> None:
         for _i, msg in msgs:
@@ -170,7 +176,7 @@ class IngestHandler:
                         d.last_update,
                     )
                     if created:
-                        self.tank.add_series(
+                        self._register_new(
                             np.asarray([row], np.int64),
                             [d.name],
                             np.asarray([d.interval], np.int64),

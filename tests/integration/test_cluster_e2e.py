@@ -56,6 +56,25 @@ def _sections(
     }
 
 
+def _pair(tmp_path, name_a, name_b, kafka, cassandra, ks, topic, persist, token_b=""):
+    """A primary and a secondary that are each other's peer."""
+    pa, pb = free_port(), free_port()
+    a = InstanceProc(
+        tmp_path / "a",
+        name_a,
+        _sections(kafka, cassandra, ks, topic, persist, True, peers=f"http://127.0.0.1:{pb}"),
+        port=pa,
+    )
+    b = InstanceProc(
+        tmp_path / "b",
+        name_b,
+        _sections(kafka, cassandra, ks, topic, persist, False, peers=f"http://127.0.0.1:{pa}"),
+        token=token_b,
+        port=pb,
+    )
+    return a, b
+
+
 def _verify_store(session, ks, ss: SeriesSet, first_ts: int, t_end: int, t0_from: int | None = None):
     """Every chunk that completed (all but the open one) holds every produced point. Returns figures."""
     last_ts = t_end - 1
@@ -103,21 +122,8 @@ def test_steady_state_then_failover_after_kill9(
     T = sim_start()
     prod = SimProducer(kafka_bootstrap, topic, ss, T, rate=40)
     prod.step_to(T + 150)
-    pa, pb = free_port(), free_port()
-    a = InstanceProc(
-        tmp_path / "a",
-        "mt-a",
-        _sections(kafka_bootstrap, cassandra_hosts, ks, topic, persist, True, peers=f"http://127.0.0.1:{pb}"),
-        port=pa,
-    )
-    b = InstanceProc(
-        tmp_path / "b",
-        "mt-b",
-        _sections(
-            kafka_bootstrap, cassandra_hosts, ks, topic, persist, False, peers=f"http://127.0.0.1:{pa}"
-        ),
-        token=TOKEN,
-        port=pb,
+    a, b = _pair(
+        tmp_path, "mt-a", "mt-b", kafka_bootstrap, cassandra_hosts, ks, topic, persist, token_b=TOKEN
     )
     try:
         a.start()
@@ -186,21 +192,7 @@ def test_planned_handover_writes_nothing_twice(
     T = sim_start()
     prod = SimProducer(kafka_bootstrap, topic, ss, T, rate=40)
     prod.step_to(T + 100)
-    pa, pb = free_port(), free_port()
-    a = InstanceProc(
-        tmp_path / "a",
-        "mt-ha",
-        _sections(kafka_bootstrap, cassandra_hosts, ks, topic, persist, True, peers=f"http://127.0.0.1:{pb}"),
-        port=pa,
-    )
-    b = InstanceProc(
-        tmp_path / "b",
-        "mt-hb",
-        _sections(
-            kafka_bootstrap, cassandra_hosts, ks, topic, persist, False, peers=f"http://127.0.0.1:{pa}"
-        ),
-        port=pb,
-    )
+    a, b = _pair(tmp_path, "mt-ha", "mt-hb", kafka_bootstrap, cassandra_hosts, ks, topic, persist)
     try:
         a.start()
         b.start()
