@@ -119,7 +119,9 @@ class Running:
             positions, marks = str(e), {}
         return (
             f"[{inst.name}] thread alive={self.thread.is_alive()} batches={inst.batches} "
-            f"fetch_restarts={c.fetch_restarts} "
+            f"fetch_restarts={c.fetch_restarts} unknown={inst.handler.unknown_points} "
+            f"discarded={ {k: v for k, v in inst.tank.discarded.items() if v} } "
+            f"decode_errors={dict(inst.handler.decode_errors)} invalid={dict(inst.handler.metricdata_invalid)} "
             f"messages={inst.handler.messages} points={inst.tank.points_added} batch_errors={inst.batch_errors} "
             f"positions={positions} watermarks={marks} first={c.tracker.first_offset}"
         )
