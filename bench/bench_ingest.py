@@ -122,6 +122,7 @@ def produce_backlog(brokers: str, topic: str, case: Case) -> dict:
     p = KafkaProducer(
         {
             "bootstrap.servers": brokers,
+            "enable.idempotence": True,  # per-partition order survives retries (see fakemetrics.Producer)
             "linger.ms": 50,
             "batch.num.messages": 1_000_000,
             "batch.size": 16 * 1024 * 1024,

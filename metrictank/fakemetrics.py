@@ -152,9 +152,14 @@ class Producer:
 
             kafka_producer_factory = KafkaProducer
         self.topic = topic
+        # Idempotence keeps each partition in send order across retries. Without it librdkafka may retry a failed
+        # batch (e.g. a fresh topic's leader not settled yet) behind later ones, and a tank then rightly drops the
+        # earlier points as too old: a backfill would silently lose data.
         self._p = kafka_producer_factory(
             {
                 "bootstrap.servers": brokers,
+                "enable.idempotence": True,
+                "acks": "all",
                 "linger.ms": 20,
                 "batch.num.messages": 100000,
                 "batch.size": 4 * 1024 * 1024,

@@ -116,3 +116,10 @@ def test_feed_for_a_duration(fake_kafka):
 def test_feed_rejects_a_bad_tag(fake_kafka):
     r = CliRunner().invoke(main, ["fakemetrics", "feed", "--partitions", "1", "--tag", "novalue"])
     assert r.exit_code == 2
+
+
+def test_producer_keeps_partition_order_across_retries(fake_kafka):
+    """A retried batch must not land behind later ones: the tank would drop its points as too old."""
+    fm.Producer("unused:9092", "mdm")
+    assert FakeKafka.last.conf["enable.idempotence"] is True
+    assert FakeKafka.last.conf["acks"] == "all"
