@@ -11,8 +11,10 @@ How it is measured, and why:
   process (getrusage: the main thread plus librdkafka's fetch/decompress threads) - the machine has 2 cores
   shared with other jobs, so wall-clock rates are noisy and CPU-based rates are the steadier comparison.
 - RSS per series is the VmRSS growth from just before consumption until the backlog is consumed, divided by the
-  series in the index (what the index, the tank and the client's buffers left behind cost). The note adds the
-  same after glibc's malloc_trim(0): the difference is heap that is free but was not handed back to the OS.
+  series in the index (what the index, the tank and the client's buffers left behind cost). The loop hands
+  freed heap back to the OS as Instance.run does (metrictank.heap.HeapTrimmer: malloc_trim after every 64 MB
+  of payload, at most once a second); the note gives how many trims that took and their time, and the RSS after
+  one more malloc_trim(0) at the end (what the instance does when a replay catches up).
 - New series cost far more than points (MetricData decode, validation, index, tank slots), and a backlog starts
   with one MetricData per series: the note of each rate also gives the rate after the last MetricData.
 - The ceiling: the same subprocess then re-reads the backlog with a bare consume loop (same client settings
@@ -233,6 +235,7 @@ def _pipeline(brokers: str, topic: str, batch_size: int, options: str, series: i
 
     `series`: how many MetricData the backlog starts with; the time by which all of them were ingested is
     reported too, since a new series costs far more than a point (decode, validation, index, tank slots)."""
+    from metrictank.heap import HeapTrimmer
     from metrictank.index import MemoryIndex
     from metrictank.input.handler import IngestHandler
     from metrictank.input.kafka import DataConsumer
@@ -245,6 +248,7 @@ def _pipeline(brokers: str, topic: str, batch_size: int, options: str, series: i
         brokers, [topic], None, "oldest", batch_size=batch_size, extra_options=options, client_id="bench"
     )
     handler = IngestHandler(index, tank, 0)
+    heap = HeapTrimmer()  # as Instance.run: freed batch memory goes back to the OS as the replay goes
     total = sum(hi - lo for lo, hi in consumer.watermarks().values())
     rss0 = _rss_kb()
     consumer.start()
@@ -264,6 +268,7 @@ def _pipeline(brokers: str, topic: str, batch_size: int, options: str, series: i
                     tank.set_partition_start(p, 0 if tr.from_log_start(p) else int(ts))
             points += handler.process(batch.values, batch.partition_of)
             completed += len(tank.take_completed())
+            heap.consumed(batch.nbytes)
             if md_done is None and series and handler.metricdata_received >= series:
                 md_done = (time.perf_counter() - t0, points)
         if handler.messages >= total:
@@ -293,6 +298,8 @@ def _pipeline(brokers: str, topic: str, batch_size: int, options: str, series: i
         "rss_after_kb": rss1,
         "rss_trimmed_kb": trimmed,
         "trim_seconds": t_trim,
+        "trims": heap.trims,
+        "trims_seconds": heap.seconds,
         "hwm_kb": hwm,
         "tank_bytes": tank.memory_bytes(),
     }
@@ -480,6 +487,8 @@ def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: b
     hwm = _med([r["hwm_kb"] / 1024 for r in pipe])
     total_per_series = _med([r["rss_after_kb"] * 1024 / r["series"] for r in pipe])
     tank_per_series = _med([r["tank_bytes"] / r["series"] for r in pipe])
+    trims = _med([r["trims"] for r in pipe])
+    trim_ms = _med([r["trims_seconds"] * 1000 for r in pipe])
     after_md = [
         (r["points"] - r["md_done"][1]) / (r["wall"] - r["md_done"][0])
         for r in pipe
@@ -529,7 +538,8 @@ def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: b
             "bytes",
             case.mem_target,
             n,
-            f"RSS growth over the backlog / series; {trimmed:,.0f} after malloc_trim(0); whole-process RSS "
+            f"RSS growth over the backlog / series, with the main loop's periodic heap trim ({trims:.0f} trims, "
+            f"{trim_ms:,.0f} ms in all); {trimmed:,.0f} after a final malloc_trim(0); whole-process RSS "
             f"{total_per_series:,.0f} B/series (peak {hwm:,.0f} MB); tank's own estimate "
             f"{tank_per_series:,.0f} B/series; Metrictank ~{GO_BYTES_PER_SERIES:,.0f}",
             higher=False,

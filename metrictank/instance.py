@@ -8,8 +8,6 @@ HTTP API runs in a thread of its own (I/O only) and takes the same lock for read
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import threading
 import time
@@ -24,6 +22,7 @@ from metrictank.cluster.peers import fetch_peers, parse_peers
 from metrictank.cluster.persist import PendingMarks, PersistListener, PersistNotifier
 from metrictank.cluster.persister import Persister
 from metrictank.config import Config
+from metrictank.heap import HeapTrimmer
 from metrictank.index import MemoryIndex
 from metrictank.input.handler import IngestHandler
 from metrictank.input.kafka import DataConsumer, parse_partitions
@@ -37,16 +36,6 @@ from metrictank.tank import Tank
 log = logging.getLogger(__name__)
 
 __all__ = ["Instance"]
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-_malloc_trim = getattr(_libc, "malloc_trim", None)
-
-
-def _trim_heap() -> None:
-    """Give freed heap back to the OS (glibc keeps it otherwise): after a replay and after GC, RSS then reflects
-    the series held rather than the peak of transient batches. A few ms at 1M series; a no-op off glibc."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
 
 
 class Instance:
@@ -131,6 +120,7 @@ class Instance:
         self.points_ingested = 0
         self.batches = 0
         self.batch_errors = 0
+        self.heap = HeapTrimmer()
         self.split_brain_seconds = 0
         self._next_progress_log = 0.0
         self._replaying = False
@@ -239,6 +229,7 @@ class Instance:
                             )
                         self._after_ingest()
                     self.batches += 1
+                    self.heap.consumed(batch.nbytes)
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick = now + 1.0
@@ -289,7 +280,7 @@ class Instance:
             elif self._replaying:
                 self._replaying = False
                 log.info("backlog replay caught up")
-                _trim_heap()  # the replay's transient batches leave freed heap behind
+                self.heap.now()  # the replay's last batches leave freed heap behind
 
     def gc(self) -> None:
         r = self.cfg.retention
@@ -302,7 +293,7 @@ class Instance:
             completed = self.tank.take_completed()
             if len(completed):
                 self.persister.handle_completed(completed)
-        _trim_heap()
+        self.heap.now()
 
     def replay_progress(self):
         """Per partition: messages behind, fraction of the backlog read, rate and ETA."""
@@ -518,6 +509,10 @@ class Instance:
             ("reason",),
         )
         s.counter("tank.points_added", "points added to the tank", lambda: self.tank.points_added)
+        s.counter("process.heap_trims", "times freed heap was handed back to the OS", lambda: self.heap.trims)
+        s.counter(
+            "process.heap_trim_seconds", "seconds spent handing freed heap back", lambda: self.heap.seconds
+        )
         s.counter("tank.persist.queued", "chunk writes queued by this node", lambda: self.persister.queued)
         s.counter(
             "tank.persist.skipped_partial",

@@ -241,6 +241,7 @@ class Batch:
     values: list[bytes]
     partitions: list[int]
     errors: int = 0
+    nbytes: int = 0  # payload bytes, estimated from a sample of the messages
 
     def partition_of(self, i: int) -> int:
         return self.partitions[i]
@@ -339,7 +340,8 @@ class DataConsumer:
             self._last_data = time.monotonic()
             sample = values[:: max(1, len(values) // 8)]
             self._avg_size = sum(map(len, sample)) / len(sample)
-        return Batch(values=values, partitions=partitions, errors=errors)
+        nbytes = int(len(values) * self._avg_size)
+        return Batch(values=values, partitions=partitions, errors=errors, nbytes=nbytes)
 
     def _batch_messages(self) -> int:
         """batch_size messages, or fewer when they are big (MetricPointArrays): at most about batch_bytes of
