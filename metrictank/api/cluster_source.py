@@ -232,8 +232,10 @@ class ClusterSource:
         return self._scatter(op, org, body, self.remote_partitions, local=local)
 
     # --- SeriesSource: names -----------------------------------------------------------------------------------
-    def find(self, org: int, pattern: str) -> list[FindNode]:
-        mine, answers = self._gather("find", org, {"pattern": pattern}, lambda: self.local.find(org, pattern))
+    def find(self, org: int, pattern: str, from_ts: int = 0) -> list[FindNode]:
+        mine, answers = self._gather(
+            "find", org, {"pattern": pattern, "from": from_ts}, lambda: self.local.find(org, pattern, from_ts)
+        )
         nodes: dict[str, list[bool]] = {n.path: [n.leaf, n.has_children] for n in mine}
         for _url, _parts, doc in answers:
             for path, leaf, children in doc["nodes"]:
@@ -246,10 +248,11 @@ class ClusterSource:
         out = list(mine)
         seen = {r.name for r in mine}
         for url, parts, doc in answers:
-            for name, key in zip(doc["names"], doc["keys"], strict=True):
+            last = doc.get("last") or [0] * len(doc["names"])  # older peers send no last-update times
+            for name, key, lu in zip(doc["names"], doc["keys"], last, strict=True):
                 if name not in seen:
                     seen.add(name)
-                    out.append(SeriesRef(name, RemoteKey(url, key, parts)))
+                    out.append(SeriesRef(name, RemoteKey(url, key, parts), int(lu)))
         out.sort(key=lambda r: r.name)
         return out
 
@@ -259,9 +262,12 @@ class ClusterSource:
         )
         return self._merge_refs(mine, answers)
 
-    def resolve_tags(self, org: int, exprs: Sequence[str]) -> list[SeriesRef]:
+    def resolve_tags(self, org: int, exprs: Sequence[str], from_ts: int = 0) -> list[SeriesRef]:
         mine, answers = self._gather(
-            "resolve_tags", org, {"exprs": list(exprs)}, lambda: self.local.resolve_tags(org, exprs)
+            "resolve_tags",
+            org,
+            {"exprs": list(exprs), "from": from_ts},
+            lambda: self.local.resolve_tags(org, exprs, from_ts),
         )
         return self._merge_refs(mine, answers)
 

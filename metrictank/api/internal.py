@@ -103,7 +103,11 @@ def unpack_series(body: bytes) -> list[Series]:
 
 
 def _refs_doc(refs: Sequence[SeriesRef]) -> dict[str, Any]:
-    return {"names": [r.name for r in refs], "keys": [wire_key(r.key) for r in refs]}
+    return {
+        "names": [r.name for r in refs],
+        "keys": [wire_key(r.key) for r in refs],
+        "last": [int(r.last_update) for r in refs],
+    }
 
 
 def _by_name(source: SeriesSource, org: int, name: str) -> SeriesRef | None:
@@ -135,14 +139,14 @@ def _fetch(source: SeriesSource, org: int, body: dict[str, Any]) -> bytes:
 
 
 def _find(source: SeriesSource, org: int, body: dict[str, Any]) -> dict[str, Any]:
-    nodes = source.find(org, body["pattern"])
+    nodes = source.find(org, body["pattern"], int(body.get("from") or 0))
     return {"nodes": [[n.path, n.leaf, n.has_children] for n in nodes]}
 
 
 _OPS: dict[str, Callable[[SeriesSource, int, dict[str, Any]], dict[str, Any] | bytes]] = {
     "find": _find,
     "resolve": lambda s, org, b: _refs_doc(s.resolve(org, b["pattern"])),
-    "resolve_tags": lambda s, org, b: _refs_doc(s.resolve_tags(org, b["exprs"])),
+    "resolve_tags": lambda s, org, b: _refs_doc(s.resolve_tags(org, b["exprs"], int(b.get("from") or 0))),
     "fetch": _fetch,
     "paths": lambda s, org, b: {"paths": list(s.all_paths(org))},
     "tags": lambda s, org, b: {"tags": list(s.tags(org, b.get("filter")))},

@@ -44,18 +44,19 @@ class InstanceSource:
         self.max_span = schemas.max_chunkspan()
 
     # --- names ---------------------------------------------------------------------------------------------------
-    def find(self, org: int, pattern: str) -> list[FindNode]:
-        return [FindNode(n.path, n.leaf, n.has_children) for n in self.index.find(org, pattern)]
+    def find(self, org: int, pattern: str, from_ts: int = 0) -> list[FindNode]:
+        return [FindNode(n.path, n.leaf, n.has_children) for n in self.index.find(org, pattern, from_ts)]
 
     def resolve(self, org: int, pattern: str) -> list[SeriesRef]:
         return [SeriesRef(self.index.path_of(r), r) for r in self.index.find_leaves(org, pattern)]
 
-    def resolve_tags(self, org: int, exprs: Sequence[str]) -> list[SeriesRef]:
+    def resolve_tags(self, org: int, exprs: Sequence[str], from_ts: int = 0) -> list[SeriesRef]:
         try:
-            rows = self.index.find_by_tags(org, list(exprs))
+            rows = self.index.find_by_tags(org, list(exprs), from_ts)
         except TagQueryError as e:
             raise QueryError(str(e)) from None
-        return [SeriesRef(self.index.path_of(r), r) for r in rows]
+        last = self.index.lastupdates(np.asarray(rows, np.int64)).tolist()
+        return [SeriesRef(self.index.path_of(r), r, lu) for r, lu in zip(rows, last, strict=True)]
 
     def all_paths(self, org: int) -> list[str]:
         return self.index.all_paths(org)

@@ -91,11 +91,13 @@ class IngestHandler:
             ts = np.concatenate([ts, md_ts.astype(np.uint32)])[order]
             vals = np.concatenate([vals, md_vals])[order]
         if len(rows):
+            rows = np.ascontiguousarray(rows, dtype=np.int64)
             self.tank.add_points(
-                np.ascontiguousarray(rows, dtype=np.int64),
-                np.ascontiguousarray(ts, dtype=np.uint32),
-                np.ascontiguousarray(vals, dtype=np.float64),
+                rows, np.ascontiguousarray(ts, dtype=np.uint32), np.ascontiguousarray(vals, dtype=np.float64)
             )
+            # the definition's lastupdate follows the data (as Metrictank's index does): find and findSeries
+            # with `from` hide series that stopped reporting, not ones that report only MetricPoints
+            self.index.touch(rows, ts)
         return len(rows)
 
     def _metricdata(

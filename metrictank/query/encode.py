@@ -17,6 +17,7 @@ writes them (JSON has no infinity and any parser reads these as infinite).
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -217,13 +218,17 @@ def format_floats(values: np.ndarray) -> list[str]:
     return [bytes(r[r != 0]).decode() for r in mat]
 
 
-def datapoints_json(values: np.ndarray, start: int, step: int) -> bytes:
-    """`[[v,ts],[v,ts],...]` for a regular series, built without a Python loop over points."""
+def datapoints_json(values: np.ndarray, start: int, step: int, keep: np.ndarray | None = None) -> bytes:
+    """`[[v,ts],[v,ts],...]` for a regular series, built without a Python loop over points; `keep` (a boolean
+    mask) selects which points to write."""
+    stamps = start + step * np.arange(len(values), dtype=np.int64)
+    if keep is not None:
+        values, stamps = values[keep], stamps[keep]
     n = len(values)
     if n == 0:
         return b"[]"
     vals = float_chars(values)
-    ts = _int_digits(start + step * np.arange(n, dtype=np.int64))
+    ts = _int_digits(stamps)
     w, t = vals.shape[1], ts.shape[1]
     mat = np.empty((n, w + t + 4), dtype=np.uint8)
     mat[:, 0] = ord("[")
@@ -241,14 +246,22 @@ def _quote(s: str) -> bytes:
     return json.dumps(s).encode()
 
 
-def render_json(series: Sequence[Series]) -> bytes:
-    """Graphite's render JSON: `[{"target": ..., "tags": {...}, "datapoints": [[value|null, ts], ...]}]`."""
+def render_json(series: Sequence[Series], no_null_points: bool = False) -> bytes:
+    """Graphite's render JSON: `[{"target": ..., "tags": {...}, "datapoints": [[value|null, ts], ...]}]`.
+
+    `no_null_points` (graphite-web's noNullPoints): points without a finite value are left out, and so is a
+    series left with none - for clients that cannot handle nulls."""
     parts = []
     for s in series:
+        keep = None
+        if no_null_points:
+            keep = np.isfinite(s.values)
+            if not keep.any():
+                continue
         head = b'{"target":' + _quote(s.target)
         if s.tags:
             head += b',"tags":' + json.dumps(dict(sorted(s.tags.items())), separators=(",", ":")).encode()
-        parts.append(head + b',"datapoints":' + datapoints_json(s.values, s.start, s.step) + b"}")
+        parts.append(head + b',"datapoints":' + datapoints_json(s.values, s.start, s.step, keep) + b"}")
     return b"[" + b",".join(parts) + b"]"
 
 
@@ -269,9 +282,8 @@ def render_csv(series: Sequence[Series]) -> bytes:
     return "".join(out).encode()
 
 
-def render_msgpack(series: Sequence[Series]) -> bytes:
-    """Graphite's msgpack format: a list of {name, start, end, step, values, pathExpression} (nulls as nil),
-    what graphite-web's cluster reader expects from a remote finder."""
+def _fetch_docs(series: Sequence[Series]) -> list[dict]:
+    """graphite-web's remote-fetch shape: {name, start, end, step, values, pathExpression}, nulls as None."""
     docs = []
     for s in series:
         vals = s.values.tolist()
@@ -287,4 +299,14 @@ def render_msgpack(series: Sequence[Series]) -> bytes:
                 "pathExpression": s.path_expr,
             }
         )
-    return msgpack.packb(docs, use_bin_type=True)
+    return docs
+
+
+def render_msgpack(series: Sequence[Series]) -> bytes:
+    """Graphite's msgpack format, what graphite-web's cluster reader expects from a remote finder."""
+    return msgpack.packb(_fetch_docs(series), use_bin_type=True)
+
+
+def render_pickle(series: Sequence[Series]) -> bytes:
+    """Graphite's pickle format (protocol 2), what older graphite-web cluster readers ask for."""
+    return pickle.dumps(_fetch_docs(series), protocol=2)

@@ -21,12 +21,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from .encode import render_csv, render_json, render_msgpack
+from .encode import render_csv, render_json, render_msgpack, render_pickle
 from .engine import render, resolve_range
 from .errors import QueryError
 from .functions import FUNCTIONS, functions_json
-from .match import parse_tag_expr
+from .match import parse_tag_expr, parse_tag_query
+from .series import tags_from_name
 from .source import FindNode, SeriesSource
+from .timeparse import parse_time
 
 DEFAULT_MAX_DATA_POINTS = 800  # Metrictank's default when the request has none
 TAGDB_DEFAULT_LIMIT = 100
@@ -164,8 +166,8 @@ def graphite_router(
             if not targets or any(t.strip() == "" for t in targets):
                 raise QueryError("missing target: the request needs at least one non-empty target parameter")
             fmt = (_one(p, "format") or "json").lower()
-            if fmt not in ("json", "csv", "msgpack"):
-                raise QueryError(f"invalid format specified: {fmt!r} (supported: json, csv, msgpack)")
+            if fmt not in ("json", "csv", "msgpack", "pickle"):
+                raise QueryError(f"invalid format specified: {fmt!r} (supported: json, csv, msgpack, pickle)")
             mdp = _int(p, "maxDataPoints", DEFAULT_MAX_DATA_POINTS)
             if _bool(p, "local"):
                 mdp = 0  # graphite-web fetching for its own processing wants full resolution
@@ -183,7 +185,11 @@ def graphite_router(
                 return Response(
                     await run_in_threadpool(render_msgpack, series), media_type="application/x-msgpack"
                 )
-            body = await run_in_threadpool(render_json, series)
+            if fmt == "pickle":
+                return Response(
+                    await run_in_threadpool(render_pickle, series), media_type="application/pickle"
+                )
+            body = await run_in_threadpool(render_json, series, _bool(p, "noNullPoints"))
             return _maybe_jsonp(body, _one(p, "jsonp"))
         except QueryError as e:
             return _error(e)
@@ -201,17 +207,20 @@ def graphite_router(
             now = int(clock())
             tz = _tz(p)
             f, u = _one(p, "from"), _one(p, "until") or _one(p, "to")
+            from_ts = 0
             if f not in (None, "", "-1") or u not in (None, "", "-1"):
-                resolve_range(
+                start, _end = resolve_range(
                     None if f in (None, "", "-1") else f, None if u in (None, "", "-1") else u, now, tz
                 )
+                if f not in (None, "", "-1"):
+                    from_ts = start  # series not updated since are left out, as Metrictank does
             org = _org(request)
             source = get_source()
             if fmt == "completer":
                 query = query.replace("..", "*.")
                 if not query.endswith("*"):
                     query += "*"
-            nodes = await run_in_threadpool(source.find, org, query)
+            nodes = await run_in_threadpool(source.find, org, query, from_ts)
             if _bool(p, "leavesOnly"):
                 nodes = [n for n in nodes if n.leaf]
             doc: Any = completer(nodes) if fmt == "completer" else treejson(query, nodes)
@@ -290,6 +299,54 @@ def graphite_router(
         except QueryError as e:
             return _error(e, as_json=True)
 
+    @router.api_route("/tags/findSeries", methods=["GET", "POST"])
+    async def find_series_endpoint(request: Request) -> Response:
+        try:
+            p = await _params(request)
+            exprs = _tag_exprs(p)
+            fmt = (_one(p, "format") or "series-json").lower()
+            if fmt not in ("series-json", "lastts-json"):
+                raise QueryError(f"invalid format specified: {fmt!r} (supported: series-json, lastts-json)")
+            limit = _int(p, "limit", 0)
+            if limit < 0:
+                raise QueryError(f"invalid limit {limit}: must be 0 (no limit) or positive")
+            from_ts = _from_ts(p, int(clock()), 86400)
+            refs = await run_in_threadpool(get_source().resolve_tags, _org(request), exprs, from_ts)
+            refs = sorted(refs, key=lambda r: r.name)
+            warnings = []
+            if limit and len(refs) > limit:
+                refs = refs[:limit]
+                warnings.append(f"Result set truncated to {limit} series (limit)")
+            if fmt == "lastts-json":
+                doc: Any = {"series": [{"lastTs": r.last_update, "val": r.name} for r in refs]}
+                if warnings:
+                    doc["warnings"] = warnings
+            elif _bool(p, "meta"):
+                doc = {"series": [r.name for r in refs], "warnings": warnings}
+            else:
+                doc = [r.name for r in refs]
+            return _json(doc)
+        except QueryError as e:
+            return _error(e, as_json=True)
+
+    @router.api_route("/tags/terms", methods=["GET", "POST"])
+    async def terms_endpoint(request: Request) -> Response:
+        try:
+            p = await _params(request)
+            exprs = _tag_exprs(p)
+            keys = [t for t in p.get("tags", []) + p.get("tags[]", []) if t]
+            refs = await run_in_threadpool(get_source().resolve_tags, _org(request), exprs)
+            terms: dict[str, dict[str, int]] = {k: {} for k in keys}
+            for r in refs:
+                tags = tags_from_name(r.name)
+                for k in keys:
+                    v = tags.get(k)
+                    if v is not None:
+                        terms[k][v] = terms[k].get(v, 0) + 1
+            return _json({"totalSeries": len(refs), "terms": terms})
+        except QueryError as e:
+            return _error(e, as_json=True)
+
     @router.api_route("/tags/{tag}", methods=["GET", "POST"])
     async def tag_details_endpoint(request: Request, tag: str) -> Response:
         try:
@@ -313,6 +370,28 @@ def graphite_router(
         return _json(fdef.to_json())
 
     return router
+
+
+def _tag_exprs(p: Params) -> list[str]:
+    """The `expr` parameters (also `expr[]`), validated as a seriesByTag query: at least one must select."""
+    exprs = [e for e in p.get("expr", []) + p.get("expr[]", []) if e]
+    if not exprs:
+        raise QueryError("missing required parameter 'expr': at least one tag expression")
+    parse_tag_query(exprs)
+    return exprs
+
+
+def _from_ts(p: Params, now: int, default_ago: int) -> int:
+    """The `from` parameter as epoch seconds (`now - default_ago` when absent; -1 or 0 means no lower bound)."""
+    raw = _one(p, "from")
+    if raw in (None, ""):
+        return now - default_ago
+    if raw in ("-1", "0"):
+        return 0
+    try:
+        return parse_time(raw, now, _tz(p))
+    except QueryError as e:
+        raise QueryError(f"invalid from: {e}") from None
 
 
 def _regex_param(p: Params, name: str) -> str | None:

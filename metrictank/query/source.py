@@ -36,27 +36,31 @@ class FindNode:
 @dataclass(frozen=True, slots=True)
 class SeriesRef:
     """A series selected by a query: `name` is its full name (`a.b.c`, or `name;k=v;...` when tagged) and
-    `key` an opaque handle the source gives itself to fetch it later (e.g. the series id)."""
+    `key` an opaque handle the source gives itself to fetch it later (e.g. the series id). `last_update` is
+    the time of its newest point or definition (0: unknown), what /tags/findSeries reports as lastTs."""
 
     name: str
     key: object = None
+    last_update: int = 0
 
 
 @runtime_checkable
 class SeriesSource(Protocol):
     """Read side of the store, as the Graphite API needs it."""
 
-    def find(self, org: int, pattern: str) -> list[FindNode]:
-        """Tree nodes matching a path glob (for /metrics/find and /metrics/expand)."""
+    def find(self, org: int, pattern: str, from_ts: int = 0) -> list[FindNode]:
+        """Tree nodes matching a path glob (for /metrics/find and /metrics/expand); with `from_ts`, series last
+        updated before it are left out (a branch stays while it has children), as Metrictank does."""
         ...
 
     def resolve(self, org: int, pattern: str) -> list[SeriesRef]:
         """Series whose name matches a path glob (leaves only)."""
         ...
 
-    def resolve_tags(self, org: int, exprs: Sequence[str]) -> list[SeriesRef]:
+    def resolve_tags(self, org: int, exprs: Sequence[str], from_ts: int = 0) -> list[SeriesRef]:
         """Series matching every tag expression (seriesByTag), given as the raw strings (`dc=~eu.*`), already
-        validated by `match.parse_tag_query`; the `name` tag is the metric name."""
+        validated by `match.parse_tag_query`; the `name` tag is the metric name. With `from_ts`, series last
+        updated before it are left out."""
         ...
 
     def fetch(
@@ -153,17 +157,31 @@ class StaticSource:
         out.update(self._tags.get(org, {}))
         return out
 
-    def find(self, org: int, pattern: str) -> list[FindNode]:
-        paths = [n for n in self._visible(org) if ";" not in n]
-        return [FindNode(m.path, m.leaf, m.has_children) for m in find_nodes(pattern, paths)]
+    def _last_update(self, st: _Stored) -> int:
+        """The time of the newest non-NaN point (0 when there is none)."""
+        idx = np.flatnonzero(~np.isnan(st.values))
+        return int(st.start + st.step * idx[-1]) if len(idx) else 0
+
+    def find(self, org: int, pattern: str, from_ts: int = 0) -> list[FindNode]:
+        store = self._visible(org)
+        paths = [n for n, st in store.items() if ";" not in n]
+        out = []
+        for m in find_nodes(pattern, paths):
+            leaf = m.leaf and (not from_ts or self._last_update(store[m.path]) >= from_ts)
+            if leaf or m.has_children:
+                out.append(FindNode(m.path, leaf, m.has_children))
+        return out
 
     def resolve(self, org: int, pattern: str) -> list[SeriesRef]:
         return [SeriesRef(n, n) for n in match_paths(pattern, self._visible(org))]
 
-    def resolve_tags(self, org: int, exprs: Sequence[str]) -> list[SeriesRef]:
+    def resolve_tags(self, org: int, exprs: Sequence[str], from_ts: int = 0) -> list[SeriesRef]:
         parsed = [parse_tag_expr(e) for e in exprs]
-        tags = self._visible_tags(org)
-        return [SeriesRef(n, n) for n in sorted(tags) if match_tags(parsed, tags[n])]
+        tags, store = self._visible_tags(org), self._visible(org)
+        refs = [
+            SeriesRef(n, n, self._last_update(store[n])) for n in sorted(tags) if match_tags(parsed, tags[n])
+        ]
+        return [r for r in refs if r.last_update >= from_ts] if from_ts else refs
 
     def fetch(
         self,

@@ -405,3 +405,25 @@ def test_fetch_keeps_ref_order_and_skips_nothing_it_resolved(nodes):
     got = cs.fetch(1, refs, T0, T0 + N * 10, 0, None)
     assert [s.target for s in got] == [r.name for r in refs]
     assert all(isinstance(r.key, RemoteKey) == r.name.startswith(("app.b", "app.shared.y")) for r in refs)
+
+
+def test_from_and_last_update_cross_the_wire(nodes):
+    """find and findSeries with `from` filter on the peers too, and a peer's series carry their lastTs."""
+    b1, _b2, cluster = nodes
+    b1.source = StaticSource({1: {**B_DATA, "app.b.old": (T0 - 3 * 86400, 10, _values(5))}})
+    client = _graphite(cluster(peers=[b1]))
+    since = str(T0 - 86400)
+    ids = [n["id"] for n in client.get("/metrics/find", params={"query": "app.b.*"}).json()]
+    assert ids == ["app.b.cpu", "app.b.mem", "app.b.old"]
+    ids = [n["id"] for n in client.get("/metrics/find", params={"query": "app.b.*", "from": since}).json()]
+    assert ids == ["app.b.cpu", "app.b.mem"]
+    r = client.get("/tags/findSeries", params={"expr": "name=tagged", "from": since, "format": "lastts-json"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "series": [
+            {"lastTs": T0 + (N - 1) * 10, "val": "tagged;dc=eu;host=a"},
+            {"lastTs": T0 + (N - 1) * 10, "val": "tagged;dc=us;host=b"},
+        ]
+    }
+    r = client.get("/tags/terms", params={"expr": "name=tagged", "tags": "dc"})
+    assert r.json() == {"totalSeries": 2, "terms": {"dc": {"eu": 1, "us": 1}}}
