@@ -81,7 +81,10 @@ def _cases(quick: bool) -> list[Case]:
         Case("points 10k series", 10_000, 240, 1, 1.5e6),
         Case("points 100k series", 100_000, 240, 1, 1.3e6),
         Case("points 1M series", 1_000_000, 24, 1),
+        Case("arrays 10k series", 10_000, 240, ARRAY_SIZE, 5e6),
         Case("arrays 100k series x 140", 100_000, 140, ARRAY_SIZE, 5e6, 2800.0),
+        # 24 points per series: the million MetricData that announce the series dominate (no target)
+        Case("arrays 1M series", 1_000_000, 24, ARRAY_SIZE),
     ]
 
 
