@@ -110,6 +110,23 @@ def test_render_spans_store_and_memory(tmp_path, kafka_bootstrap, new_topic):
         assert sorted(n["text"] for n in r.json()) == ["0", "1"] and all(n["leaf"] == 1 for n in r.json())
         r = httpx.get(f"{url}/tags/dc")
         assert r.status_code == 200 and "eu" in r.text
+        # a series' last update follows its MetricPoints (only the first message was a MetricData)
+        r = httpx.get(
+            f"{url}/tags/findSeries", params={"expr": "dc=eu", "format": "lastts-json", "from": "-1d"}
+        )
+        assert r.status_code == 200, r.text
+        series = r.json()["series"]
+        assert len(series) == 20 and {d["lastTs"] for d in series} == {end - 10}
+        r = httpx.get(f"{url}/tags/terms", params={"expr": "name=~q.span", "tags": "dc"})
+        assert r.json() == {"totalSeries": 20, "terms": {"dc": {"eu": 20}}}
+        # find with `from` leaves out series with nothing since then
+        r = httpx.get(f"{url}/metrics/find", params={"query": "q.plain.*", "from": str(end - 60)})
+        assert sorted(n["text"] for n in r.json()) == ["0", "1"]
+        r = httpx.get(
+            f"{url}/metrics/find",
+            params={"query": "q.plain.*", "from": str(end + 1), "until": str(end + 9999)},
+        )
+        assert r.json() == []
         # bad requests are 400 with a message
         r = httpx.get(f"{url}/render", params={"target": "nosuchFunction(q.span.1)"})
         assert r.status_code == 400 and "nosuchFunction" in r.text
