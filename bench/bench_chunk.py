@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Callable
 
 import numpy as np
+from report import row as _row
 
 from metrictank.chunk import decode_chunk, decode_chunks, encode_chunk, encode_chunks
 
@@ -59,20 +60,6 @@ def _median_time(fn: Callable[[], object], runs: int) -> float:
 
 def _wall_note(npts: int) -> str:
     return f"; wall-clock median {npts / _wall[-1] / 1e6:.1f} M points/s"
-
-
-def _row(
-    name: str, value: float, unit: str, target: float | None, runs: int, note: str, higher: bool = True
-) -> dict:
-    return {
-        "name": name,
-        "value": value,
-        "unit": unit,
-        "target": target,
-        "higher_is_better": higher,
-        "runs": runs,
-        "note": note,
-    }
 
 
 def run(quick: bool = False) -> list[dict]:

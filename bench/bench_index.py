@@ -16,6 +16,7 @@ import tracemalloc
 from collections.abc import Iterator
 
 import numpy as np
+from report import row
 
 from metrictank.index import MemoryIndex, split_md5
 
@@ -46,15 +47,7 @@ def _build(n: int, keep_md5: bool) -> tuple[MemoryIndex, float, bytes]:
 
 
 def _row(name, value, unit, target=None, higher=False, runs=1, note=""):
-    return {
-        "name": name,
-        "value": float(value),
-        "unit": unit,
-        "target": target,
-        "higher_is_better": higher,
-        "runs": runs,
-        "note": note,
-    }
+    return row(name, value, unit, target, runs, note, higher)
 
 
 def _routing(ix: MemoryIndex, md5s: bytes, n: int, runs: int) -> tuple[float, float]:

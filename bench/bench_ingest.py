@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from report import row as _row
 
 PARTITIONS = 8
 INTERVAL = 10
@@ -440,26 +441,6 @@ def consume_in_subprocess(
 
 
 # ------------------------------------------------------------------------------------------------ the benchmark
-
-
-def _row(
-    name: str,
-    value: float,
-    unit: str,
-    target: float | None,
-    runs: int,
-    note: str,
-    higher: bool = True,
-) -> dict:
-    return {
-        "name": name,
-        "value": float(value),
-        "unit": unit,
-        "target": target,
-        "higher_is_better": higher,
-        "runs": runs,
-        "note": note,
-    }
 
 
 def _med(xs: list[float]) -> float:

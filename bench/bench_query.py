@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from report import row
 
 from metrictank.query.encode import datapoints_json, render_json
 from metrictank.query.engine import render
@@ -38,15 +39,7 @@ def _cpu_ms(fn: Callable[[], object], runs: int) -> list[float]:
 
 
 def _row(name: str, samples: list[float], target: float | None, note: str) -> dict:
-    return {
-        "name": name,
-        "value": round(statistics.median(samples), 3),
-        "unit": "ms",
-        "target": target,
-        "higher_is_better": False,
-        "runs": len(samples),
-        "note": note,
-    }
+    return row(name, round(statistics.median(samples), 3), "ms", target, len(samples), note, higher=False)
 
 
 def _stdlib_json(values: np.ndarray, start: int, step: int) -> bytes:

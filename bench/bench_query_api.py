@@ -33,6 +33,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import uvicorn
+from report import row
 
 from metrictank.api import create_app
 from metrictank.api.source import InstanceSource
@@ -222,15 +223,7 @@ def _p99(samples: list[float]) -> float:
 
 
 def _row(name: str, value: float, target: float | None, runs: int, note: str) -> dict:
-    return {
-        "name": name,
-        "value": round(value, 3),
-        "unit": "ms",
-        "target": target,
-        "higher_is_better": False,
-        "runs": runs,
-        "note": note,
-    }
+    return row(name, round(value, 3), "ms", target, runs, note, higher=False)
 
 
 def _rows(

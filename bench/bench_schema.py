@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from report import row as _row
 
 from metrictank.schema import (
     POINT_DTYPE,
@@ -67,18 +68,6 @@ def _naive_decode(values: list[bytes]) -> list[tuple]:
         elif v[0] == 5 and v[1] == 2:
             out.extend(_POINT.iter_unpack(v[2 : 2 + (len(v) - 2) // 32 * 32]))
     return out
-
-
-def _row(name: str, value: float, unit: str, target: float | None, runs: int, note: str) -> dict:
-    return {
-        "name": name,
-        "value": value,
-        "unit": unit,
-        "target": target,
-        "higher_is_better": True,
-        "runs": runs,
-        "note": note,
-    }
 
 
 def run(quick: bool = False) -> list[dict]:

@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from report import row
+
 from metrictank.schema import row_key, table_for_ttl
 from metrictank.store import ChunkWrite, open_store
 
@@ -64,15 +66,7 @@ def _timed_write(store, writes: list[ChunkWrite], slice_size: int = 10_000) -> t
 
 
 def _row(name, value, unit, target, higher, runs, note) -> dict:
-    return {
-        "name": name,
-        "value": float(value),
-        "unit": unit,
-        "target": target,
-        "higher_is_better": higher,
-        "runs": runs,
-        "note": note,
-    }
+    return row(name, value, unit, target, runs, note, higher)
 
 
 def _rate_rows(

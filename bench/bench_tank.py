@@ -24,6 +24,7 @@ import time
 import tracemalloc
 
 import numpy as np
+from report import row as _row
 
 from metrictank.retention import Aggregations, Schemas
 from metrictank.tank import Tank
@@ -33,18 +34,6 @@ BATCH = 20_000
 ADD_TARGET = 10_000_000.0
 MEM_TARGET = 2800.0
 METRICTANK_BYTES_PER_SERIES = 5600.0
-
-
-def _row(name: str, value: float, unit: str, target: float | None, runs: int, note: str, higher=True) -> dict:
-    return {
-        "name": name,
-        "value": value,
-        "unit": unit,
-        "target": target,
-        "higher_is_better": higher,
-        "runs": runs,
-        "note": note,
-    }
 
 
 def _values(rng: np.random.Generator, n_series: int, rounds: int, shape: str = "mix") -> np.ndarray:
