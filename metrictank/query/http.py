@@ -10,9 +10,10 @@ is CPU-bound and the source may block on storage.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -29,6 +30,8 @@ from .match import parse_tag_expr, parse_tag_query
 from .series import tags_from_name
 from .source import FindNode, SeriesSource
 from .timeparse import parse_time
+
+_Endpoint = Callable[..., Awaitable[Response]]
 
 DEFAULT_MAX_DATA_POINTS = 800  # Metrictank's default when the request has none
 TAGDB_DEFAULT_LIMIT = 100
@@ -118,6 +121,23 @@ def _error(e: QueryError, as_json: bool = False) -> Response:
     return PlainTextResponse(e.message, status_code=e.status)
 
 
+def _query_errors_as_4xx(as_json: bool = False) -> Callable[[_Endpoint], _Endpoint]:
+    """Endpoint decorator: a QueryError (bad parameter, bad query) becomes its status with the message, as
+    plain text or (for the tag autocomplete endpoints, as graphite-web does) `{"error": ...}`."""
+
+    def wrap(endpoint: _Endpoint) -> _Endpoint:
+        @functools.wraps(endpoint)  # FastAPI reads the parameters from the wrapped signature
+        async def answer(*args: Any, **kwargs: Any) -> Response:
+            try:
+                return await endpoint(*args, **kwargs)
+            except QueryError as e:
+                return _error(e, as_json)
+
+        return answer
+
+    return wrap
+
+
 def treejson(query: str, nodes: list[FindNode]) -> list[dict[str, Any]]:
     """graphite-web/Metrictank treejson: one entry per distinct node name, sorted by name."""
     seen: set[str] = set()
@@ -159,203 +179,175 @@ def graphite_router(
     router = APIRouter()
 
     @router.api_route("/render", methods=["GET", "POST"])
+    @_query_errors_as_4xx()
     async def render_endpoint(request: Request) -> Response:
-        try:
-            p = await _params(request)
-            targets = p.get("target", []) or p.get("target[]", [])
-            if not targets or any(t.strip() == "" for t in targets):
-                raise QueryError("missing target: the request needs at least one non-empty target parameter")
-            fmt = (_one(p, "format") or "json").lower()
-            if fmt not in ("json", "csv", "msgpack", "pickle"):
-                raise QueryError(f"invalid format specified: {fmt!r} (supported: json, csv, msgpack, pickle)")
-            mdp = _int(p, "maxDataPoints", DEFAULT_MAX_DATA_POINTS)
-            if _bool(p, "local"):
-                mdp = 0  # graphite-web fetching for its own processing wants full resolution
-            tz = _tz(p)
-            org = _org(request)
-            now = int(clock())
-            until = _one(p, "until") or _one(p, "to")
-            source = get_source()
-            series = await run_in_threadpool(
-                render, targets, _one(p, "from"), until, mdp, source, org, now, tz
+        p = await _params(request)
+        targets = p.get("target", []) or p.get("target[]", [])
+        if not targets or any(t.strip() == "" for t in targets):
+            raise QueryError("missing target: the request needs at least one non-empty target parameter")
+        fmt = (_one(p, "format") or "json").lower()
+        if fmt not in ("json", "csv", "msgpack", "pickle"):
+            raise QueryError(f"invalid format specified: {fmt!r} (supported: json, csv, msgpack, pickle)")
+        mdp = _int(p, "maxDataPoints", DEFAULT_MAX_DATA_POINTS)
+        if _bool(p, "local"):
+            mdp = 0  # graphite-web fetching for its own processing wants full resolution
+        tz = _tz(p)
+        org = _org(request)
+        now = int(clock())
+        until = _one(p, "until") or _one(p, "to")
+        source = get_source()
+        series = await run_in_threadpool(render, targets, _one(p, "from"), until, mdp, source, org, now, tz)
+        if fmt == "csv":
+            return Response(await run_in_threadpool(render_csv, series), media_type="text/csv")
+        if fmt == "msgpack":
+            return Response(
+                await run_in_threadpool(render_msgpack, series), media_type="application/x-msgpack"
             )
-            if fmt == "csv":
-                return Response(await run_in_threadpool(render_csv, series), media_type="text/csv")
-            if fmt == "msgpack":
-                return Response(
-                    await run_in_threadpool(render_msgpack, series), media_type="application/x-msgpack"
-                )
-            if fmt == "pickle":
-                return Response(
-                    await run_in_threadpool(render_pickle, series), media_type="application/pickle"
-                )
-            body = await run_in_threadpool(render_json, series, _bool(p, "noNullPoints"))
-            return _maybe_jsonp(body, _one(p, "jsonp"))
-        except QueryError as e:
-            return _error(e)
+        if fmt == "pickle":
+            return Response(await run_in_threadpool(render_pickle, series), media_type="application/pickle")
+        body = await run_in_threadpool(render_json, series, _bool(p, "noNullPoints"))
+        return _maybe_jsonp(body, _one(p, "jsonp"))
 
     @router.api_route("/metrics/find", methods=["GET", "POST"])
+    @_query_errors_as_4xx()
     async def find_endpoint(request: Request) -> Response:
-        try:
-            p = await _params(request)
-            query = _one(p, "query")
-            if not query:
-                raise QueryError("missing required parameter 'query'")
-            fmt = (_one(p, "format") or "treejson").lower()
-            if fmt not in ("treejson", "json", "completer"):
-                raise QueryError(f"invalid format specified: {fmt!r} (supported: treejson, json, completer)")
-            now = int(clock())
-            tz = _tz(p)
-            f, u = _one(p, "from"), _one(p, "until") or _one(p, "to")
-            from_ts = 0
-            if f not in (None, "", "-1") or u not in (None, "", "-1"):
-                start, _end = resolve_range(
-                    None if f in (None, "", "-1") else f, None if u in (None, "", "-1") else u, now, tz
-                )
-                if f not in (None, "", "-1"):
-                    from_ts = start  # series not updated since are left out, as Metrictank does
-            org = _org(request)
-            source = get_source()
-            if fmt == "completer":
-                query = query.replace("..", "*.")
-                if not query.endswith("*"):
-                    query += "*"
-            nodes = await run_in_threadpool(source.find, org, query, from_ts)
-            if _bool(p, "leavesOnly"):
-                nodes = [n for n in nodes if n.leaf]
-            doc: Any = completer(nodes) if fmt == "completer" else treejson(query, nodes)
-            return _json(doc, _one(p, "jsonp"))
-        except QueryError as e:
-            return _error(e)
+        p = await _params(request)
+        query = _one(p, "query")
+        if not query:
+            raise QueryError("missing required parameter 'query'")
+        fmt = (_one(p, "format") or "treejson").lower()
+        if fmt not in ("treejson", "json", "completer"):
+            raise QueryError(f"invalid format specified: {fmt!r} (supported: treejson, json, completer)")
+        now = int(clock())
+        tz = _tz(p)
+        f, u = _one(p, "from"), _one(p, "until") or _one(p, "to")
+        from_ts = 0
+        if f not in (None, "", "-1") or u not in (None, "", "-1"):
+            start, _end = resolve_range(
+                None if f in (None, "", "-1") else f, None if u in (None, "", "-1") else u, now, tz
+            )
+            if f not in (None, "", "-1"):
+                from_ts = start  # series not updated since are left out, as Metrictank does
+        org = _org(request)
+        source = get_source()
+        if fmt == "completer":
+            query = query.replace("..", "*.")
+            if not query.endswith("*"):
+                query += "*"
+        nodes = await run_in_threadpool(source.find, org, query, from_ts)
+        if _bool(p, "leavesOnly"):
+            nodes = [n for n in nodes if n.leaf]
+        doc: Any = completer(nodes) if fmt == "completer" else treejson(query, nodes)
+        return _json(doc, _one(p, "jsonp"))
 
     @router.api_route("/metrics/expand", methods=["GET", "POST"])
+    @_query_errors_as_4xx()
     async def expand_endpoint(request: Request) -> Response:
-        try:
-            p = await _params(request)
-            queries = [q for q in p.get("query", []) if q]
-            if not queries:
-                raise QueryError("missing required parameter 'query'")
-            leaves_only = _bool(p, "leavesOnly")
-            org = _org(request)
-            source = get_source()
-            results: dict[str, list[str]] = {}
-            for q in queries:
-                nodes = await run_in_threadpool(source.find, org, q)
-                results[q] = sorted({n.path for n in nodes if n.leaf or not leaves_only})
-            if _bool(p, "groupByExpr"):
-                doc: Any = {"results": results}
-            else:
-                doc = {"results": sorted({path for paths in results.values() for path in paths})}
-            return _json(doc, _one(p, "jsonp"))
-        except QueryError as e:
-            return _error(e)
+        p = await _params(request)
+        queries = [q for q in p.get("query", []) if q]
+        if not queries:
+            raise QueryError("missing required parameter 'query'")
+        leaves_only = _bool(p, "leavesOnly")
+        org = _org(request)
+        source = get_source()
+        results: dict[str, list[str]] = {}
+        for q in queries:
+            nodes = await run_in_threadpool(source.find, org, q)
+            results[q] = sorted({n.path for n in nodes if n.leaf or not leaves_only})
+        if _bool(p, "groupByExpr"):
+            doc: Any = {"results": results}
+        else:
+            doc = {"results": sorted({path for paths in results.values() for path in paths})}
+        return _json(doc, _one(p, "jsonp"))
 
     @router.get("/metrics/index.json")
+    @_query_errors_as_4xx()
     async def index_endpoint(request: Request) -> Response:
-        try:
-            p = await _params(request)
-            org = _org(request)
-            paths = await run_in_threadpool(get_source().all_paths, org)
-            return _json(sorted(set(paths)), _one(p, "jsonp"))
-        except QueryError as e:
-            return _error(e)
+        p = await _params(request)
+        org = _org(request)
+        paths = await run_in_threadpool(get_source().all_paths, org)
+        return _json(sorted(set(paths)), _one(p, "jsonp"))
 
     @router.api_route("/tags", methods=["GET", "POST"])
+    @_query_errors_as_4xx()
     async def tags_endpoint(request: Request) -> Response:
-        try:
-            p = await _params(request)
-            flt = _regex_param(p, "filter")
-            tags = await run_in_threadpool(get_source().tags, _org(request), flt)
-            return _json([{"tag": t} for t in tags])
-        except QueryError as e:
-            return _error(e)
+        p = await _params(request)
+        flt = _regex_param(p, "filter")
+        tags = await run_in_threadpool(get_source().tags, _org(request), flt)
+        return _json([{"tag": t} for t in tags])
 
     @router.api_route("/tags/autoComplete/tags", methods=["GET", "POST"])
+    @_query_errors_as_4xx(as_json=True)
     async def autocomplete_tags_endpoint(request: Request) -> Response:
-        try:
-            p = await _params(request)
-            exprs = [str(parse_tag_expr(e)) for e in p.get("expr", []) if e]
-            limit = _int(p, "limit", TAGDB_DEFAULT_LIMIT) or TAGDB_DEFAULT_LIMIT
-            prefix = _one(p, "tagPrefix") or ""
-            out = await run_in_threadpool(get_source().autocomplete_tags, _org(request), prefix, exprs, limit)
-            return _json(out)
-        except QueryError as e:
-            return _error(e, as_json=True)
+        p = await _params(request)
+        exprs, limit, prefix = _autocomplete_args(p, "tagPrefix")
+        out = await run_in_threadpool(get_source().autocomplete_tags, _org(request), prefix, exprs, limit)
+        return _json(out)
 
     @router.api_route("/tags/autoComplete/values", methods=["GET", "POST"])
+    @_query_errors_as_4xx(as_json=True)
     async def autocomplete_values_endpoint(request: Request) -> Response:
-        try:
-            p = await _params(request)
-            tag = _one(p, "tag")
-            if not tag:
-                raise QueryError("missing required parameter 'tag'")
-            exprs = [str(parse_tag_expr(e)) for e in p.get("expr", []) if e]
-            limit = _int(p, "limit", TAGDB_DEFAULT_LIMIT) or TAGDB_DEFAULT_LIMIT
-            prefix = _one(p, "valuePrefix") or ""
-            out = await run_in_threadpool(
-                get_source().autocomplete_tag_values, _org(request), tag, prefix, exprs, limit
-            )
-            return _json(out)
-        except QueryError as e:
-            return _error(e, as_json=True)
+        p = await _params(request)
+        tag = _one(p, "tag")
+        if not tag:
+            raise QueryError("missing required parameter 'tag'")
+        exprs, limit, prefix = _autocomplete_args(p, "valuePrefix")
+        out = await run_in_threadpool(
+            get_source().autocomplete_tag_values, _org(request), tag, prefix, exprs, limit
+        )
+        return _json(out)
 
     @router.api_route("/tags/findSeries", methods=["GET", "POST"])
+    @_query_errors_as_4xx(as_json=True)
     async def find_series_endpoint(request: Request) -> Response:
-        try:
-            p = await _params(request)
-            exprs = _tag_exprs(p)
-            fmt = (_one(p, "format") or "series-json").lower()
-            if fmt not in ("series-json", "lastts-json"):
-                raise QueryError(f"invalid format specified: {fmt!r} (supported: series-json, lastts-json)")
-            limit = _int(p, "limit", 0)
-            if limit < 0:
-                raise QueryError(f"invalid limit {limit}: must be 0 (no limit) or positive")
-            from_ts = _from_ts(p, int(clock()), 86400)
-            refs = await run_in_threadpool(get_source().resolve_tags, _org(request), exprs, from_ts)
-            refs = sorted(refs, key=lambda r: r.name)
-            warnings = []
-            if limit and len(refs) > limit:
-                refs = refs[:limit]
-                warnings.append(f"Result set truncated to {limit} series (limit)")
-            if fmt == "lastts-json":
-                doc: Any = {"series": [{"lastTs": r.last_update, "val": r.name} for r in refs]}
-                if warnings:
-                    doc["warnings"] = warnings
-            elif _bool(p, "meta"):
-                doc = {"series": [r.name for r in refs], "warnings": warnings}
-            else:
-                doc = [r.name for r in refs]
-            return _json(doc)
-        except QueryError as e:
-            return _error(e, as_json=True)
+        p = await _params(request)
+        exprs = _tag_exprs(p)
+        fmt = (_one(p, "format") or "series-json").lower()
+        if fmt not in ("series-json", "lastts-json"):
+            raise QueryError(f"invalid format specified: {fmt!r} (supported: series-json, lastts-json)")
+        limit = _int(p, "limit", 0)
+        if limit < 0:
+            raise QueryError(f"invalid limit {limit}: must be 0 (no limit) or positive")
+        from_ts = _from_ts(p, int(clock()), 86400)
+        refs = await run_in_threadpool(get_source().resolve_tags, _org(request), exprs, from_ts)
+        refs = sorted(refs, key=lambda r: r.name)
+        warnings = []
+        if limit and len(refs) > limit:
+            refs = refs[:limit]
+            warnings.append(f"Result set truncated to {limit} series (limit)")
+        if fmt == "lastts-json":
+            doc: Any = {"series": [{"lastTs": r.last_update, "val": r.name} for r in refs]}
+            if warnings:
+                doc["warnings"] = warnings
+        elif _bool(p, "meta"):
+            doc = {"series": [r.name for r in refs], "warnings": warnings}
+        else:
+            doc = [r.name for r in refs]
+        return _json(doc)
 
     @router.api_route("/tags/terms", methods=["GET", "POST"])
+    @_query_errors_as_4xx(as_json=True)
     async def terms_endpoint(request: Request) -> Response:
-        try:
-            p = await _params(request)
-            exprs = _tag_exprs(p)
-            keys = [t for t in p.get("tags", []) + p.get("tags[]", []) if t]
-            refs = await run_in_threadpool(get_source().resolve_tags, _org(request), exprs)
-            terms: dict[str, dict[str, int]] = {k: {} for k in keys}
-            for r in refs:
-                tags = tags_from_name(r.name)
-                for k in keys:
-                    v = tags.get(k)
-                    if v is not None:
-                        terms[k][v] = terms[k].get(v, 0) + 1
-            return _json({"totalSeries": len(refs), "terms": terms})
-        except QueryError as e:
-            return _error(e, as_json=True)
+        p = await _params(request)
+        exprs = _tag_exprs(p)
+        keys = [t for t in p.get("tags", []) + p.get("tags[]", []) if t]
+        refs = await run_in_threadpool(get_source().resolve_tags, _org(request), exprs)
+        terms: dict[str, dict[str, int]] = {k: {} for k in keys}
+        for r in refs:
+            tags = tags_from_name(r.name)
+            for k in keys:
+                v = tags.get(k)
+                if v is not None:
+                    terms[k][v] = terms[k].get(v, 0) + 1
+        return _json({"totalSeries": len(refs), "terms": terms})
 
     @router.api_route("/tags/{tag}", methods=["GET", "POST"])
+    @_query_errors_as_4xx()
     async def tag_details_endpoint(request: Request, tag: str) -> Response:
-        try:
-            p = await _params(request)
-            flt = _regex_param(p, "filter")
-            values = await run_in_threadpool(get_source().tag_values, _org(request), tag, flt)
-            return _json({"tag": tag, "values": [{"count": values[v], "value": v} for v in sorted(values)]})
-        except QueryError as e:
-            return _error(e)
+        p = await _params(request)
+        flt = _regex_param(p, "filter")
+        values = await run_in_threadpool(get_source().tag_values, _org(request), tag, flt)
+        return _json({"tag": tag, "values": [{"count": values[v], "value": v} for v in sorted(values)]})
 
     @router.api_route("/functions", methods=["GET", "POST"])
     async def functions_endpoint(request: Request) -> Response:
@@ -370,6 +362,13 @@ def graphite_router(
         return _json(fdef.to_json())
 
     return router
+
+
+def _autocomplete_args(p: Params, prefix_param: str) -> tuple[list[str], int, str]:
+    """The narrowing tag expressions (normalised; none is fine), the limit and the prefix of an autocomplete."""
+    exprs = [str(parse_tag_expr(e)) for e in p.get("expr", []) if e]
+    limit = _int(p, "limit", TAGDB_DEFAULT_LIMIT) or TAGDB_DEFAULT_LIMIT
+    return exprs, limit, _one(p, prefix_param) or ""
 
 
 def _tag_exprs(p: Params) -> list[str]:
