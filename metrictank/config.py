@@ -259,6 +259,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _o(
         "kafka-mdm-in",
+        "broker-unreachable-timeout",
+        "duration",
+        10.0,
+        "A node whose data brokers have not answered (no fetched data and no metadata probe, which runs every 2s) "
+        "for longer than this is not ready and reports priority 10000: its lag figures are stale. 0 disables.",
+        _non_negative,
+    ),
+    _o(
+        "kafka-mdm-in",
         "consumer-options",
         "str",
         "",

@@ -18,9 +18,18 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-__all__ = ["prom_name", "Stats", "Sample"]
+__all__ = ["prom_name", "Stats", "Sample", "by_label"]
 
 Sample = tuple[tuple[str, ...], float]  # label values, value
+
+
+def by_label(counts) -> list[Sample]:
+    """A dict of label value -> number as samples, safe to call while another thread adds keys.
+
+    `list(d.items())` copies the items in one C call that holds the GIL, where iterating in Python would raise
+    "dictionary changed size during iteration" when the main loop adds a reason meanwhile, and the family
+    would be missing from that scrape."""
+    return [((k,), v) for k, v in list(counts.items())]
 
 
 def prom_name(metrictank_name: str) -> str:
@@ -42,6 +51,7 @@ class Stats:
 
     def __init__(self) -> None:
         self._families: list[_Family] = []
+        self.read_errors = 0  # families left out of a scrape because their reader raised
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -59,7 +69,10 @@ class Stats:
         for f in self._families:
             try:
                 data = f.read()
+                if not isinstance(data, int | float):
+                    data = list(data)
             except Exception:  # noqa: BLE001 - a broken reader must not break the scrape
+                self.read_errors += 1
                 continue
             if f.kind == "counter":
                 fam = CounterMetricFamily(f.name, f.doc, labels=list(f.labels))

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +83,24 @@ def admin_router(backend: AdminBackend) -> APIRouter:
         got = request.headers.get("authorization", "")
         return hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
 
-    @r.get("/", response_class=PlainTextResponse)
-    def index() -> Response:
+    def ready_answer() -> Response:
         if backend.is_ready():
             return PlainTextResponse("OK")
         return PlainTextResponse("node not ready", status_code=503)
 
+    @r.get("/", response_class=PlainTextResponse)
+    async def index() -> Response:
+        return ready_answer()
+
+    # Liveness and readiness answer on the event loop itself (they read a flag): they must not queue behind
+    # renders or a demotion's drain in the worker threads, or probes would fail exactly when a node is busy.
     @r.get("/healthz", response_class=PlainTextResponse)
-    def healthz() -> str:
+    async def healthz() -> str:
         return "OK"
 
     @r.get("/readyz", response_class=PlainTextResponse)
-    def readyz() -> Response:
-        return index()
+    async def readyz() -> Response:
+        return ready_answer()
 
     @r.get("/node")
     def get_node() -> dict:
@@ -117,12 +123,14 @@ def admin_router(backend: AdminBackend) -> APIRouter:
             force = parse_go_bool(fields.get("force", False))
         except ValueError as e:
             return PlainTextResponse(str(e), status_code=400)
+        # promote (peer calls) and demote (a drain of up to drain-timeout) block: run them in a worker thread so
+        # the event loop keeps answering probes, /metrics, renders and peers meanwhile
         if primary:
-            ok, reasons = backend.promote(force)
+            ok, reasons = await run_in_threadpool(backend.promote, force)
             if not ok:
                 return JSONResponse({"error": "promotion refused", "reasons": reasons}, status_code=409)
             return PlainTextResponse("OK")
-        drained, detail = backend.demote()
+        drained, detail = await run_in_threadpool(backend.demote)
         return PlainTextResponse("OK" if drained else f"OK (demoted; {detail})")
 
     @r.get("/priority")

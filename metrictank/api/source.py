@@ -32,6 +32,10 @@ _CONSOLIDATOR = {"avg": "avg", "sum": "sum", "min": "min", "max": "max", "lst": 
 _READ_BLOCK = 256
 
 
+def _empty_read(end: int) -> tuple[np.ndarray, np.ndarray, int]:
+    return np.empty(0, np.uint32), np.empty(0, np.float64), end
+
+
 class InstanceSource:
     """`metrictank.query.source.SeriesSource` over an instance's index, tank and store."""
 
@@ -110,6 +114,9 @@ class InstanceSource:
         now = int(self.clock())
         plans = []  # (ref, row, interval, [(archive, method)], stored method, consolidator)
         chosen: dict[tuple[int, int], tuple] = {}  # per (schema, aggregation): the tail of its series' plans
+        # The tank lock (which the ingest loop holds while it applies a batch) is held only for short steps: the
+        # plan, then one copy per block of rows (`snapshot_many`); decoding runs outside it. So a 1000-series
+        # render delays a batch by the cost of one block's copy, never by the whole render.
         with self.lock:
             for ref in refs:
                 row = int(ref.key)
@@ -123,29 +130,30 @@ class InstanceSource:
                         schema, agg, start, end, max_data_points, consolidate_by, now
                     )
                 plans.append((ref, row, *plan))
-            # memory reads under the lock (the ingest loop mutates the tank); older parts come from the store.
-            # One tank.read_many per (archive, method) and block of rows: the decode is one codec call and the
-            # per-call numpy overhead is paid per block, not per series (1000 reads cost ~3x more). Groups also
-            # split by interval, as each group is put on one grid below.
-            groups: dict[tuple[int, str | None, int], list[tuple[int, int]]] = {}
-            for k, plan in enumerate(plans):
-                for archive, method in plan[3]:
-                    groups.setdefault((archive, method, plan[2]), []).append((k, plan[1]))
-            mem: dict[tuple, list] = {}
-            store_reqs = {}
-            for gkey, members in groups.items():
-                archive, method, _interval = gkey
-                got: list = []
-                for b in range(0, len(members), _READ_BLOCK):
-                    got += self.tank.read_many(
-                        [row for _k, row in members[b : b + _READ_BLOCK]], archive, method, start, end
-                    )
-                mem[gkey] = got
-                for j, ((_k, row), res) in enumerate(zip(members, got, strict=True)):
-                    oldest = res[2]
-                    if start < oldest:
-                        amkey, ttl = self.tank.slot_key(self.tank.slot_for(row, archive, method))
-                        store_reqs[(gkey, j)] = (amkey, ttl, min(oldest, end))
+        # One tank read per (archive, method) and block of rows: the decode is one codec call and the per-call
+        # numpy overhead is paid per block, not per series (1000 reads cost ~3x more). Groups also split by
+        # interval, as each group is put on one grid below.
+        groups: dict[tuple[int, str | None, int], list[tuple[int, int]]] = {}
+        for k, plan in enumerate(plans):
+            for archive, method in plan[3]:
+                groups.setdefault((archive, method, plan[2]), []).append((k, plan[1]))
+        mem: dict[tuple, list] = {}
+        store_reqs = {}
+        for gkey, members in groups.items():
+            archive, method, _interval = gkey
+            got: list = []
+            for b in range(0, len(members), _READ_BLOCK):
+                block = members[b : b + _READ_BLOCK]
+                with self.lock:
+                    snaps, keys = self._snapshot_block(block, archive, method, start, end)
+                part = [_empty_read(end)] * len(block)
+                for idx, snap in snaps:
+                    for j, res in zip(idx, snap.decode(), strict=True):
+                        part[j] = res
+                got += part
+                for j, key in keys.items():
+                    store_reqs[(gkey, b + j)] = key
+            mem[gkey] = got
         stored = self._read_store(store_reqs, start)
         # each group on its grid in one call; a series' values are a row of its group's matrix
         rows_of: dict[tuple, tuple[int, np.ndarray]] = {}  # group -> (first, matrix)
@@ -181,6 +189,29 @@ class InstanceSource:
                 values = mat[where[(k, archive, method)]]
             out.append(Series(ref.name, ref.name, {}, first, interval, values, consolidator))
         return out
+
+    def _snapshot_block(self, block, archive, method, start, end):
+        """Under the tank lock: copies of one block's chunks (one per row when a series of the block was
+        removed since the plan: the survivors are still read) and the store keys of rows whose memory starts
+        after `start` (their older part comes from the store)."""
+        rows = [row for _k, row in block]
+        try:
+            snaps = [(list(range(len(rows))), self.tank.snapshot_many(rows, archive, method, start, end))]
+        except KeyError:
+            snaps = []
+            for j, row in enumerate(rows):
+                try:
+                    snaps.append(([j], self.tank.snapshot_many([row], archive, method, start, end)))
+                except KeyError:
+                    continue
+        keys = {}
+        for idx, snap in snaps:
+            for i, j in enumerate(idx):
+                oldest = snap.oldest_of(i)
+                if start < oldest:
+                    amkey, ttl = self.tank.slot_key(self.tank.slot_for(rows[j], archive, method))
+                    keys[j] = (amkey, ttl, min(oldest, end))
+        return snaps, keys
 
     def _plan(
         self, schema, agg, start: int, end: int, mdp: int, consolidate_by: str | None, now: int

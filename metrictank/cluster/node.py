@@ -114,6 +114,7 @@ class Node:
         self.consumption_started: float | None = None
         self.promotion_target: int | None = None
         self.persist_backlog_done = False
+        self.broker_reachable = True
         self.lock = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -131,9 +132,17 @@ class Node:
             self.primary_change = self.clock()
             return True
 
-    def update(self, priority: int) -> None:
-        """Called once a second by the main loop: refresh priority and readiness."""
+    UNKNOWN_PRIORITY = 10000  # Metrictank's priority while nothing is known
+
+    def update(self, priority: int, broker_reachable: bool = True) -> None:
+        """Called once a second by the main loop: refresh priority and readiness.
+
+        While the data brokers do not answer, lag figures are frozen at their last values (often 0), so the
+        priority is reported as unknown and the node is not ready: queries and promotion go elsewhere."""
         now = self.clock()
+        self.broker_reachable = broker_reachable
+        if not broker_reachable:
+            priority = self.UNKNOWN_PRIORITY
         self.priority = priority
         warm = self.primary or (
             self.consumption_started is not None and now - self.started >= self.warm_up_period
@@ -158,6 +167,16 @@ class Node:
         if self.promotion_target is None:
             return float(self.max_chunkspan)
         return max(0.0, self.promotion_target - self.clock())
+
+    def register_stats(self, stats) -> None:
+        stats.gauge(
+            "cluster.self.promotion_wait",
+            "seconds until Metrictank would consider promotion safe",
+            self.promotion_wait,
+        )
+        stats.gauge("cluster.self.state.primary", "1 if this node is primary", lambda: int(self.primary))
+        stats.gauge("cluster.self.state.ready", "1 if this node is ready", lambda: int(self.ready))
+        stats.gauge("cluster.self.priority", "this node's priority", lambda: self.priority)
 
     # --- views -----------------------------------------------------------------------------------------------
     def metrictank_json(self) -> dict:

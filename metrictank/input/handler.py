@@ -19,6 +19,7 @@ import numpy as np
 
 from metrictank.schema import classify_and_decode
 from metrictank.schema.validate import validate_metricdata_many
+from metrictank.stats import Stats, by_label
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,34 @@ class IngestHandler:
         self.decode_errors: Counter[str] = Counter()
         self.unknown_points = 0
         self.control_received = 0
+
+    def register_stats(self, stats: Stats) -> None:
+        """Metrictank's `input.kafka-mdm.*` figures of this handler."""
+        stats.counter(
+            "input.kafka-mdm.metricdata.received",
+            "MetricData messages received",
+            lambda: self.metricdata_received,
+        )
+        stats.counter(
+            "input.kafka-mdm.metricpoint.received", "MetricPoints received", lambda: self.metricpoint_received
+        )
+        stats.counter(
+            "input.kafka-mdm.metricpoint.unknown",
+            "points of series not in the index",
+            lambda: self.unknown_points,
+        )
+        stats.counter(
+            "input.kafka-mdm.metricdata.invalid",
+            "invalid MetricData by reason",
+            lambda: by_label(self.metricdata_invalid),
+            ("reason",),
+        )
+        stats.counter(
+            "input.kafka-mdm.metrics_decode_err",
+            "undecodable messages or points by reason",
+            lambda: by_label(self.decode_errors),
+            ("reason",),
+        )
 
     def process(self, values: Sequence[bytes], partitions: Callable[[int], int]) -> int:
         """Ingest one batch; `partitions(i)` gives the Kafka partition of message i. Returns points handed on.

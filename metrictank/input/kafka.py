@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, Message, TopicPartition
 
 from metrictank.config import parse_duration
+from metrictank.stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ __all__ = [
     "LagMonitor",
     "DataConsumer",
     "Batch",
+    "BrokerProbe",
 ]
 
 _msg_value = Message.value
@@ -247,6 +250,65 @@ class Batch:
         return self.partitions[i]
 
 
+class BrokerProbe:
+    """Whether the data brokers answer, measured off the main loop.
+
+    While data flows the brokers evidently answer. When nothing arrives, the cached watermarks and positions
+    that lag sampling reads stay as they were, so an unreachable broker looks exactly like an idle topic with
+    zero lag, and the node would stay ready (priority 0) while it misses everything. The probe asks the broker
+    for the topic's metadata every `interval` seconds from its own thread (a blocking call with a timeout,
+    so never on the main loop), and `unreachable_for` reports how long neither a fetch nor a probe succeeded.
+    """
+
+    def __init__(
+        self,
+        ask: Callable[[float], object],
+        interval: float = 2.0,
+        timeout: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ask = ask
+        self.interval = interval
+        self.timeout = timeout
+        self.clock = clock
+        self.last_ok = clock()
+        self.failures = 0
+        self.last_error = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="broker-probe", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.probe()
+
+    def probe(self) -> bool:
+        try:
+            self._ask(self.timeout)
+        except Exception as e:  # noqa: BLE001 - any failure means the broker did not answer
+            self.failures += 1
+            self.last_error = f"{type(e).__name__}: {e}"
+            return False
+        self.last_ok = self.clock()
+        return True
+
+    def data_arrived(self) -> None:
+        self.last_ok = self.clock()
+
+    def unreachable_for(self) -> float:
+        """Seconds since the brokers last answered (a fetch with data or a probe)."""
+        return max(0.0, self.clock() - self.last_ok)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.timeout + self.interval + 1)
+
+
 class DataConsumer:
     """Consumes the data topics in large batches; owns partition tracking and lag sampling."""
 
@@ -282,6 +344,7 @@ class DataConsumer:
         self._last_data = time.monotonic()
         self._last_stall_check = 0.0
         self.fetch_restarts = 0
+        self.probe = BrokerProbe(lambda t: self._consumer.list_topics(self.topics[0], timeout=t))
 
     def start(self) -> None:
         """Assign the partitions at their start offsets (called after the persist backlog is applied)."""
@@ -298,6 +361,7 @@ class DataConsumer:
         self._start_offsets = {(tp.topic, tp.partition): tp.offset for tp in tps}
         self._last_data = time.monotonic()
         self._assigned = True
+        self.probe.start()
         log.info("consuming %s partitions %s from %s", ",".join(self.topics), self.partitions, self.offset)
 
     def poll(self, timeout: float = 0.1) -> Batch:
@@ -338,6 +402,7 @@ class DataConsumer:
         self.transport_errors += errors
         if values:
             self._last_data = time.monotonic()
+            self.probe.data_arrived()
             sample = values[:: max(1, len(values) // 8)]
             self._avg_size = sum(map(len, sample)) / len(sample)
         nbytes = int(len(values) * self._avg_size)
@@ -426,7 +491,49 @@ class DataConsumer:
             out[p] = self._consumer.get_watermark_offsets(TopicPartition(self.topics[0], p), timeout=timeout)
         return out
 
+    def register_stats(self, stats: Stats) -> None:
+        """Metrictank's per-partition `input.kafka-mdm.partition.*` figures, and the broker's reachability."""
+        stats.gauge(
+            "input.kafka-mdm.partition.lag",
+            "messages behind the high watermark",
+            lambda: [((p,), self.lag.lag(p) or 0) for p in self.partitions],
+            ("partition",),
+        )
+        stats.gauge(
+            "input.kafka-mdm.partition.priority",
+            "per-partition priority",
+            lambda: [((p,), self.lag.partition_priority(p)) for p in self.partitions],
+            ("partition",),
+        )
+        stats.gauge(
+            "input.kafka-mdm.partition.offset",
+            "last offset consumed",
+            lambda: [((p,), o) for p, o in list(self.tracker.last_offset.items())],
+            ("partition",),
+        )
+        stats.counter(
+            "input.kafka-mdm.fetch_restarts",
+            "times fetching was restarted because no data arrived although the broker had some",
+            lambda: self.fetch_restarts,
+        )
+        stats.counter(
+            "input.kafka-mdm.transport_errors",
+            "consume errors reported by the client",
+            lambda: self.transport_errors,
+        )
+        stats.gauge(
+            "input.kafka-mdm.broker_unreachable_seconds",
+            "seconds since the data brokers last answered (a fetch with data or a metadata probe)",
+            self.probe.unreachable_for,
+        )
+        stats.counter(
+            "input.kafka-mdm.broker_probe_failures",
+            "metadata probes the brokers did not answer",
+            lambda: self.probe.failures,
+        )
+
     def close(self) -> None:
+        self.probe.stop()
         try:
             self._consumer.close()
         except Exception:  # noqa: BLE001

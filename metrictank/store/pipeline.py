@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from metrictank.store.base import ChunkWrite, SavedCallback, StoreClosed
 from metrictank.store.queues import WriteQueues
@@ -44,9 +44,11 @@ class QueuedStore:
         self._started = time.monotonic()
 
     # -- producer side ---------------------------------------------------------------------------
-    def submit(self, writes: Sequence[ChunkWrite]) -> None:
+    def submit(self, writes: Sequence[ChunkWrite], abort: Callable[[], bool] | None = None) -> int:
+        """Queue writes, waiting for room; returns how many were queued (fewer only when `abort()` said so
+        while waiting: a demoted node must not queue what it planned as primary)."""
         if not writes:
-            return
+            return 0
         if self._closed:
             raise StoreClosed("store closed")
         n = len(writes)
@@ -54,7 +56,7 @@ class QueuedStore:
             self._outstanding += n
             self._counters["submitted"] += n
         try:
-            self._queues.put_many(writes)
+            accepted = self._queues.put_many(writes, abort)
         except StoreClosed as err:
             # what was enqueued before the close is released by the backend's close (as abandoned)
             refused = n - getattr(err, "accepted", 0)
@@ -63,6 +65,12 @@ class QueuedStore:
                 self._counters["submitted"] -= refused
                 self._done.notify_all()
             raise
+        if accepted < n:
+            with self._done:
+                self._outstanding -= n - accepted
+                self._counters["submitted"] -= n - accepted
+                self._done.notify_all()
+        return accepted
 
     def set_on_saved(self, cb: SavedCallback | None) -> None:
         self._on_saved = cb

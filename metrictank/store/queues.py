@@ -38,8 +38,9 @@ class WriteQueues:
     def depths(self) -> list[int]:
         return [len(q) for q in self._qs]
 
-    def put_many(self, writes: Sequence[ChunkWrite]) -> None:
-        """Append in order; block while a target queue is full (backpressure)."""
+    def put_many(self, writes: Sequence[ChunkWrite], abort: Callable[[], bool] | None = None) -> int:
+        """Append in order; block while a target queue is full (backpressure). While blocked, `abort()` is
+        asked every half second: when it says so, the rest is not queued. Returns how many were queued."""
         n = self.n
         if n == 1:
             groups: dict[int, list[ChunkWrite]] = {0: list(writes)}
@@ -65,6 +66,8 @@ class WriteQueues:
                         raise err
                     free = maxsize - len(q)
                     if free <= 0:
+                        if abort is not None and abort():
+                            return accepted
                         self.blocked_puts += 1
                         self._signal()
                         self._not_full.wait(0.5)
@@ -75,6 +78,7 @@ class WriteQueues:
                     accepted += len(part)
                     self._size += len(part)
                     self._signal()
+        return accepted
 
     def _signal(self) -> None:
         """Tell consumers there is work, also mid-put: a producer blocked on a full queue must not

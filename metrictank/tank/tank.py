@@ -327,6 +327,64 @@ def _first_match(patterns: list, names: Sequence[str]) -> np.ndarray | None:
     return out
 
 
+@dataclass
+class ReadSnapshot:
+    """Copies of the chunks a read needs (see `Tank.snapshot_many`); `decode` runs without the tank lock."""
+
+    n: int
+    start: int
+    end: int
+    pos: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # row index of each blob
+    t0: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    blobs: list = field(default_factory=list)
+    oldest: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # -1: memory holds nothing
+    unflushed: dict = field(default_factory=dict)  # row index -> (ts, values) not in any chunk yet
+
+    def oldest_of(self, i: int) -> int:
+        """The oldest timestamp memory is authoritative from for row i (`end` when it holds nothing)."""
+        old = int(self.oldest[i])
+        if old < 0:
+            x = self.unflushed.get(i)
+            if x is not None:
+                return int(x[0].min())
+            return self.end
+        return old
+
+    def decode(self) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """Per row: points in [start, end) and the oldest timestamp memory vouches for.
+
+        The points of a row are a view into the block's decoded arrays: only the chunks that straddle `start`
+        or `end` are searched for the cut (a chunk's points are strictly increasing), so a read costs the
+        decode plus work per chunk, not further passes over every point."""
+        n, start, end = self.n, self.start, self.end
+        if n == 0:
+            return []
+        if self.blobs:
+            counts, ts, vals = decode_chunks(self.t0.astype(np.uint32), self.blobs)
+            lo, hi, pieces = _cut(ts, counts, self.pos, n, start, end)
+        else:
+            ts, vals = np.empty(0, np.uint32), np.empty(0, np.float64)
+            lo = hi = np.zeros(n, np.int64)
+            pieces = {}
+        lo_l, hi_l, old_l = lo.tolist(), hi.tolist(), self.oldest.tolist()
+        out = []
+        for i in range(n):
+            if i in pieces:
+                idx = pieces[i]
+                out.append((ts[idx], vals[idx], old_l[i]))
+            else:
+                out.append((ts[lo_l[i] : hi_l[i]], vals[lo_l[i] : hi_l[i]], old_l[i]))
+        for i, (xts, xvals) in self.unflushed.items():
+            rts, rvals, old = out[i]
+            if old < 0:
+                old = int(xts.min())
+            k = (xts >= start) & (xts < end)
+            rts, rvals = np.concatenate([rts, xts[k]]), np.concatenate([rvals, xvals[k]])
+            order = np.argsort(rts, kind="stable")
+            out[i] = (rts[order], rvals[order], old)
+        return [(t, v, end if old < 0 else old) for t, v, old in out]
+
+
 class Tank:
     """In-memory chunks of every series of this node's partitions (see module docstring)."""
 
@@ -892,15 +950,22 @@ class Tank:
     def read_many(
         self, rows: Sequence[int] | np.ndarray, archive: int, method: str | None, start: int, end: int
     ) -> list[tuple[np.ndarray, np.ndarray, int]]:
-        """`read` for many rows with one decode call (a render of many series).
+        """`read` for many rows with one decode call (a render of many series)."""
+        return self.snapshot_many(rows, archive, method, start, end).decode()
 
-        The points of a row are a view into the block's decoded arrays: only the chunks that straddle
-        `start` or `end` are searched for the cut (a chunk's points are strictly increasing), so a read costs
-        the decode plus work per chunk, not further passes over every point."""
+    def snapshot_many(
+        self, rows: Sequence[int] | np.ndarray, archive: int, method: str | None, start: int, end: int
+    ) -> ReadSnapshot:
+        """What `read_many` needs from the tank, copied: the part that must run under the tank lock.
+
+        Readers take this under the lock and decode outside it, so a render holds the lock for the cost of a
+        few numpy gathers, not for the decode of every chunk. Ring blobs are immutable bytes and the open
+        chunks and reorder buffers are copied, so the ingest loop may change the tank as soon as this returns.
+        """
         rows = np.asarray(rows, np.int64).ravel()
         n = len(rows)
         if n == 0:
-            return []
+            return ReadSnapshot(0, start, end)
         slots = self._slots_for(rows, archive, method)
         s = self._slots[slots]
         span = np.asarray(SPANS, np.int64)[s["span_code"]]
@@ -935,33 +1000,12 @@ class Tank:
                 order = np.argsort(b_pos, kind="stable")  # ring chunks, then the open one, per slot
                 b_pos, b_t0 = b_pos[order], b_t0[order]
                 blobs = [blobs[i] for i in order.tolist()]
-        if blobs:
-            counts, ts, vals = decode_chunks(b_t0.astype(np.uint32), blobs)
-            lo, hi, pieces = _cut(ts, counts, b_pos, n, start, end)
-        else:
-            ts, vals = np.empty(0, np.uint32), np.empty(0, np.float64)
-            lo = hi = np.zeros(n, np.int64)
-            pieces = {}
-        lo_l, hi_l, old_l = lo.tolist(), hi.tolist(), oldest.tolist()
-        out = []
-        for i in range(n):
-            if i in pieces:
-                idx = pieces[i]
-                out.append((ts[idx], vals[idx], old_l[i]))
-            else:
-                out.append((ts[lo_l[i] : hi_l[i]], vals[lo_l[i] : hi_l[i]], old_l[i]))
+        unflushed = {}
         for i in np.flatnonzero(self._may_have_unflushed(rows, archive)).tolist():
-            rts, rvals, old = out[i]
             xts, xvals = self._unflushed(int(rows[i]), archive, int(slots[i]))
             if len(xts):
-                if old < 0:
-                    old = int(xts.min())
-                k = (xts >= start) & (xts < end)
-                rts, rvals = np.concatenate([rts, xts[k]]), np.concatenate([rvals, xvals[k]])
-                order = np.argsort(rts, kind="stable")
-                rts, rvals = rts[order], rvals[order]
-            out[i] = (rts, rvals, old)
-        return [(t, v, end if old < 0 else old) for t, v, old in out]
+                unflushed[i] = (xts, xvals)
+        return ReadSnapshot(n, start, end, b_pos, b_t0, blobs, oldest, unflushed)
 
     def _slots_for(self, rows: np.ndarray, archive: int, method: str | None) -> np.ndarray:
         """`slot_for` of many rows; the offset is looked up once per layout. Raises what `slot_for` raises for
