@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from metrictank.config import parse_duration
 from metrictank.stats import Stats
@@ -344,7 +345,11 @@ class DataConsumer:
         self._last_data = time.monotonic()
         self._last_stall_check = 0.0
         self.fetch_restarts = 0
-        self.probe = BrokerProbe(lambda t: self._consumer.list_topics(self.topics[0], timeout=t))
+        # a client of its own: metadata calls on the consumer's handle wait while another thread is in consume()
+        self._probe_client = AdminClient(
+            {"bootstrap.servers": brokers, "client.id": f"{client_id}-probe", "log_level": 0}
+        )
+        self.probe = BrokerProbe(lambda t: self._probe_client.list_topics(self.topics[0], timeout=t))
 
     def start(self) -> None:
         """Assign the partitions at their start offsets (called after the persist backlog is applied)."""

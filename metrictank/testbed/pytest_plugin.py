@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+from pathlib import Path
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -179,7 +181,7 @@ def _servers_used(item: pytest.Item) -> list[str]:
 @pytest.hookimpl(tryfirst=True)  # before -m deselection, so `-m "not integration"` sees the marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if _servers_used(item):
+        if _servers_used(item) or "private_kafka" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
 
 
@@ -287,3 +289,54 @@ def new_keyspace(cassandra_session) -> Iterator[Callable[..., str]]:
     for name in created:
         with contextlib.suppress(Exception):
             cassandra_session.execute(f"DROP KEYSPACE IF EXISTS {name}")
+
+
+class PrivateServers:
+    """Servers of a bed of their own, for tests that freeze or restart them (never the shared bed's servers,
+    which other tests and other test processes use at the same time)."""
+
+    def __init__(self, base: Path, kafka: bool, cassandra: bool) -> None:
+        self.bed = TestBed(private_dir(base, "faults"), log=lambda m: log.info(m))
+        self.endpoints = self.bed.start(kafka=kafka, cassandra=cassandra)
+        self.kafka = self.endpoints.kafka
+        self.cassandra = self.endpoints.cassandra
+
+    def pid(self, name: str) -> int:
+        return self.bed.running()[name].pid
+
+    def freeze(self, name: str) -> None:
+        """SIGSTOP: the process holds its sockets but answers nothing (a hung server, a long GC pause)."""
+        os.kill(self.pid(name), signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        os.kill(self.pid(name), signal.SIGCONT)
+
+    def new_topic(self, partitions: int = 2) -> str:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self.kafka})
+        name = f"test-{uuid.uuid4().hex[:12]}"
+        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            md = admin.list_topics(timeout=5).topics.get(name)
+            if md is not None and md.error is None and all(p.leader >= 0 for p in md.partitions.values()):
+                return name
+            time.sleep(0.1)
+        raise TimeoutError(f"topic {name} has no leaders after 30s")
+
+    def close(self) -> None:
+        for name in ("kafka", "cassandra"):
+            with contextlib.suppress(Exception):
+                self.thaw(name)  # a frozen JVM does not stop on SIGTERM
+        self.bed.stop(remove_dir=True)
+
+
+@pytest.fixture(scope="module")
+def private_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServers]:
+    """A Kafka broker of this test module's own (a local JVM, started in ~6 s), which tests may freeze."""
+    servers = PrivateServers(tmp_path_factory.mktemp("private-kafka"), kafka=True, cassandra=False)
+    try:
+        yield servers
+    finally:
+        servers.close()
