@@ -12,10 +12,10 @@ import contextlib
 import logging
 import os
 import signal
-from pathlib import Path
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
