@@ -36,7 +36,14 @@ from metrictank.schema.persist import decode_persist_items
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PersistNotifier", "PersistListener", "PendingMarks", "UNDECODABLE", "max_future_for"]
+__all__ = [
+    "PersistNotifier",
+    "PersistListener",
+    "PendingMarks",
+    "UNDECODABLE",
+    "max_future_for",
+    "parse_trust",
+]
 
 # Keep one persist message well below Kafka's default 1 MB message limit.
 _MAX_CHUNKS_PER_MESSAGE = 2000
@@ -264,6 +271,28 @@ def max_future_for(raw_ttls: Iterable[int], max_chunkspan: int, tolerance_pct: i
     ahead of the wall clock, so no legitimate chunk can start later than that (plus one chunkspan)."""
     ttls = list(raw_ttls)
     return float(max(ttls, default=0) * tolerance_pct // 100 + max(0, max_chunkspan))
+
+
+def parse_trust(spec: str) -> tuple[set[str], list[str]]:
+    """`[kafka-cluster] trusted-instances` into (exact names, patterns) for PersistListener.
+
+    Entries with glob characters (`*?[`) or a `re:` prefix are patterns; the others exact names. A bad regex
+    raises ValueError (a configuration error, reported at startup rather than ignored).
+    """
+    names: set[str] = set()
+    patterns: list[str] = []
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        if item.startswith("re:"):
+            try:
+                re.compile(item[3:])
+            except re.error as e:
+                raise ValueError(f"trusted-instances: bad regex {item!r}: {e}") from None
+            patterns.append(item)
+        elif any(c in item for c in "*?["):
+            patterns.append(item)
+        else:
+            names.add(item)
+    return names, patterns
 
 
 class PersistListener:

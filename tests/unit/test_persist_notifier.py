@@ -123,3 +123,17 @@ def test_normal_path_publishes_immediately() -> None:
     assert n.messages_published == 2 and n.chunks_published == 6 and n.messages_deferred == 0
     assert n.backlog_chunks == 0
     assert len(p.sent) == 2
+
+
+def test_parse_trust() -> None:
+    import pytest
+
+    from metrictank.cluster.persist import parse_trust
+
+    assert parse_trust("") == (set(), [])
+    assert parse_trust(" mt-a , mt-go-*, re:metrictank-\\d+ ,,") == (
+        {"mt-a"},
+        ["mt-go-*", "re:metrictank-\\d+"],
+    )
+    with pytest.raises(ValueError):
+        parse_trust("re:(")
