@@ -137,3 +137,16 @@ def test_parse_trust() -> None:
     )
     with pytest.raises(ValueError):
         parse_trust("re:(")
+
+
+def test_pending_marks_are_bounded() -> None:
+    from metrictank.cluster.persist import PendingMarks
+
+    pm = PendingMarks(max_series=2)
+    pm.add(K[0], 60)
+    pm.add(K[0] + "_sum_600", 600)  # same series: no new entry
+    pm.add(K[1], 60)
+    pm.add(K[2], 60)  # a third series: dropped
+    pm.add(K[0], 30)  # lower t0: ignored
+    assert len(pm) == 2 and pm.dropped == 1
+    assert sorted(pm.pop([K[0], K[2]])) == [(K[0], 60), (K[0] + "_sum_600", 600)]
