@@ -300,6 +300,24 @@ OPTIONS: tuple[Option, ...] = (
         "before data consumption starts (it ends as soon as it is caught up).",
         _non_negative,
     ),
+    _o(
+        "kafka-cluster",
+        "trusted-instances",
+        "str",
+        "",
+        "Other instances whose persist messages may raise saved marks, besides this instance and its peers "
+        "(their names are learned from their /node): comma-separated names, shell globs (mt-*) or re:<regex>. "
+        "Announcements of other instances are counted and ignored; * trusts everyone.",
+    ),
+    _o(
+        "kafka-cluster",
+        "max-future-t0",
+        "duration",
+        0.0,
+        "Ignore saved marks whose chunk starts further than this ahead of the wall clock; 0 means 10% of the "
+        "largest raw TTL plus the largest chunkspan (no chunk of ours can start later than that).",
+        _non_negative,
+    ),
     # --- cluster
     _o("cluster", "name", "str", "metrictank", "Cluster name."),
     _o(

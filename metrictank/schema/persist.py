@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+from typing import NamedTuple
 
 from .errors import DecodeError
+from .ids import parse_amkey
 
 PERSIST_MESSAGE_BATCH_V1 = 0x01
 _U32_MAX = 0xFFFFFFFF
@@ -78,8 +80,54 @@ def decode_persist(b: bytes) -> tuple[str, list[tuple[str, int]]]:
 
     AMKeys are returned as sent (not parsed): Go skips an unparseable key individually, and so should the
     caller (``AMKey.parse`` raises ``DecodeError``). Raises :class:`DecodeError` for garbage, an unknown
-    version byte, or a t0 that is not a uint32.
+    version byte, or a t0 that is not a uint32 (Go's ``json.Unmarshal`` fails the whole batch then).
     """
+    instance, items = _decode_envelope(b)
+    saved: list[tuple[str, int]] = []
+    for c in items:
+        key, t0, reason = _item(c)
+        if reason is not None:
+            raise DecodeError("invalid-json", f"saved chunk: {reason}: {c!r:.80}")
+        saved.append((key, t0))
+    return instance, saved
+
+
+class PersistBatch(NamedTuple):
+    """A persist message decoded item by item: what is usable, and how many items were rejected why."""
+
+    instance: str
+    saved: list[tuple[str, int]]
+    rejected: dict[str, int]
+
+
+def decode_persist_items(b: bytes, validate_keys: bool = True) -> PersistBatch:
+    """Like :func:`decode_persist`, but a bad *item* is skipped and counted instead of failing the message.
+
+    Why: one chunk entry with a broken key or t0 must not cost the marks of the other entries of the same
+    message (and a listener must never hand an unparseable key to the tank, where it raises). Rejection
+    reasons: ``invalid-item`` (not an object), ``invalid-key`` (not a string, or with ``validate_keys`` not a
+    Metrictank AMKey ``<org>.<32 hex>[_<method>_<span>]``), ``invalid-t0`` (not a uint32). The envelope must
+    still be valid: ``empty``, ``unknown-version`` and ``invalid-json`` raise :class:`DecodeError`.
+    """
+    instance, items = _decode_envelope(b)
+    saved: list[tuple[str, int]] = []
+    rejected: dict[str, int] = {}
+    for c in items:
+        key, t0, reason = _item(c)
+        if reason is None and validate_keys:
+            try:
+                parse_amkey(key)
+            except DecodeError:
+                reason = "invalid-key"
+        if reason is None:
+            saved.append((key, t0))
+        else:
+            rejected[reason] = rejected.get(reason, 0) + 1
+    return PersistBatch(instance, saved, rejected)
+
+
+def _decode_envelope(b: bytes) -> tuple[str, list]:
+    """Version byte, JSON, instance and the raw saved_chunks list; raises :class:`DecodeError`."""
     if not b:
         raise DecodeError("empty", "empty persist message")
     if b[0] != PERSIST_MESSAGE_BATCH_V1:
@@ -88,7 +136,7 @@ def decode_persist(b: bytes) -> tuple[str, list[tuple[str, int]]]:
         # Go's decoder replaces invalid UTF-8 with U+FFFD instead of failing.
         obj = json.loads(bytes(b[1:]).decode("utf-8", "replace"), parse_constant=_reject_constant)
     except (ValueError, RecursionError) as e:
-        raise DecodeError("invalid-json", str(e)) from None
+        raise DecodeError("invalid-json", str(e)[:200]) from None
     if type(obj) is not dict:
         raise DecodeError("invalid-json", "expected an object")
     instance = _field(obj, "instance")
@@ -101,24 +149,26 @@ def decode_persist(b: bytes) -> tuple[str, list[tuple[str, int]]]:
         raw = []
     if type(raw) is not list:
         raise DecodeError("invalid-json", "saved_chunks: expected an array")
-    saved: list[tuple[str, int]] = []
-    for c in raw:
-        if c is None:
-            c = {}  # Go decodes null into a zero SavedChunk
-        if type(c) is not dict:
-            raise DecodeError("invalid-json", "saved chunk: expected an object")
-        key = _field(c, "key")
-        t0 = _field(c, "t0")
-        if key is None:
-            key = ""
-        if t0 is None:
-            t0 = 0
-        if type(key) is not str:
-            raise DecodeError("invalid-json", "key: expected a string")
-        if type(t0) is not int or not 0 <= t0 <= _U32_MAX:
-            raise DecodeError("invalid-json", f"t0: expected a uint32, got {t0!r}")
-        saved.append((key, t0))
-    return instance, saved
+    return instance, raw
+
+
+def _item(c: object) -> tuple[str, int, str | None]:
+    """(key, t0, None) of one saved_chunks entry, or (.., .., reason) when it is unusable."""
+    if c is None:
+        c = {}  # Go decodes null into a zero SavedChunk
+    if type(c) is not dict:
+        return "", 0, "invalid-item"
+    key = _field(c, "key")
+    t0 = _field(c, "t0")
+    if key is None:
+        key = ""
+    if t0 is None:
+        t0 = 0
+    if type(key) is not str:
+        return "", 0, "invalid-key"
+    if type(t0) is not int or not 0 <= t0 <= _U32_MAX:
+        return key, 0, "invalid-t0"
+    return key, t0, None
 
 
 def _reject_constant(name: str) -> object:

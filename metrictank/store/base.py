@@ -46,9 +46,15 @@ class ChunkStore(Protocol):
     - `read` returns the chunks whose t0 lies in [start - max_span, end) within the row-key buckets of
       [start, end), t0 ascending; callers trim points outside [start, end).
     - `close` writes what it can within its timeout, then gives up on the rest (counted as abandoned).
+    - `discard_pending` drops queued writes and stops retries (a demotion whose drain timed out), so that a
+      demoted node does not write (and announce) chunks after the new primary took over.
+
+    Counters for metrics: `chunks_written`, `write_errors`, `write_errors_by_reason` (dict), `write_retries`,
+    `writes_dropped`, `writes_abandoned`; `stats` has them all plus gauges.
     """
 
     stats: dict
+    write_errors_by_reason: dict[str, int]
 
     def submit(self, writes: Sequence[ChunkWrite], abort: Callable[[], bool] | None = None) -> int: ...
 
@@ -57,6 +63,8 @@ class ChunkStore(Protocol):
     def drain(self, timeout: float) -> int: ...
 
     def pending(self) -> int: ...
+
+    def discard_pending(self, timeout: float = 5.0) -> int: ...
 
     def read(self, amkey: str, ttl: int, start: int, end: int, max_span: int) -> Chunks: ...
 

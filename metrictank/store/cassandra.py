@@ -23,9 +23,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from cassandra import ConsistencyLevel
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+from cassandra import (
+    ConsistencyLevel,
+    CoordinationFailure,
+    InvalidRequest,
+    OperationTimedOut,
+    Unavailable,
+    WriteTimeout,
+)
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
 from cassandra.query import BatchStatement, BatchType, BoundStatement, PreparedStatement, tuple_factory
 
 from metrictank.schema import row_key, row_keys_for_range, table_for_ttl, write_ttl
@@ -82,16 +90,42 @@ class TableMissing(RuntimeError):
     """A write's table is not (yet) in the schema; retried like any failed write."""
 
 
+def cassandra_error_reason(exc: BaseException) -> str:
+    """A short, stable label for a failed write (the `reason` of `write_errors_by_reason`).
+
+    `timeout` is the driver's client-side request timeout; `write-timeout` and `unavailable` are the
+    coordinator's answers (replicas too slow, too few replicas alive); `no-host` means no connection at all.
+    """
+    if isinstance(exc, OperationTimedOut):
+        return "timeout"
+    if isinstance(exc, WriteTimeout):
+        return "write-timeout"
+    if isinstance(exc, Unavailable):
+        return "unavailable"
+    if isinstance(exc, NoHostAvailable):
+        return "no-host"
+    if isinstance(exc, CoordinationFailure):
+        return "write-failure"
+    if isinstance(exc, OverloadedErrorMessage | IsBootstrappingErrorMessage):
+        return "overloaded"
+    if isinstance(exc, TableMissing):
+        return "table-missing"
+    if isinstance(exc, InvalidRequest):
+        return "invalid-request"
+    return "other"
+
+
 class _Req:
     """One request on the wire: a single chunk or an UNLOGGED batch of chunks for one replica set."""
 
-    __slots__ = ("writes", "keys", "attempt", "nbytes")
+    __slots__ = ("writes", "keys", "attempt", "nbytes", "gen")
 
-    def __init__(self) -> None:
+    def __init__(self, gen: int = 0) -> None:
         self.writes: list[ChunkWrite] = []
         self.keys: list[bytes] = []  # row keys, ascii-encoded
         self.attempt = 0
         self.nbytes = 0
+        self.gen = gen  # discard generation when its writes were taken from the queues
 
 
 class CassandraStore(QueuedStore):
@@ -196,6 +230,8 @@ class CassandraStore(QueuedStore):
         self._retrying = 0
         self._seq = itertools.count()
         self._completions: deque[tuple[_Req, BaseException | None]] = deque()
+        self._gen = 0  # the dispatcher's view of the discard generation
+        self._discard_req: tuple[int, threading.Event] | None = None  # set by discard_pending, done here
         self._stop = threading.Event()
         self._extra = {"requests": 0, "batches": 0, "batched_writes": 0}
 
@@ -304,7 +340,11 @@ class CassandraStore(QueuedStore):
         """One round: completions, due retries, new work. Returns whether anything happened."""
         done: list[ChunkWrite] = []
         ready: list[ChunkWrite] = []
+        dropped: list[ChunkWrite] = []
         progressed = False
+        if self._discard_req is not None:
+            self._discard_now(dropped)
+            progressed = True
         comps = self._completions
         while comps:
             req, exc = comps.popleft()
@@ -319,8 +359,15 @@ class CassandraStore(QueuedStore):
                 done.extend(req.writes)
                 for w in req.writes:
                     self._release(w.amkey, ready)
+            elif req.gen < self._gen:  # discarded while on the wire: give up instead of retrying
+                self._count_error(cassandra_error_reason(exc), len(req.writes))
+                dropped.extend(req.writes)
+                for w in req.writes:
+                    self._release(w.amkey, ready)
             else:
                 self._failed(req, exc)
+        if dropped:
+            self._drop(dropped)
 
         now = time.monotonic()
         retry_now: list[_Req] = []
@@ -378,8 +425,40 @@ class CassandraStore(QueuedStore):
         else:
             self._busy.discard(amkey)
 
+    def _discard_now(self, dropped: list[ChunkWrite]) -> None:
+        """Dispatcher: carry out `discard_pending` -- queued, held and retry-waiting writes are dropped, and
+        requests on the wire now give up if they fail. Done here because only this thread owns that state."""
+        req = self._discard_req
+        if req is None:
+            return
+        gen, ack = req
+        self._discard_req = None
+        self._gen = max(self._gen, gen)
+        dropped.extend(self._queues.clear())
+        for q in self._waiting.values():
+            dropped.extend(q)
+        self._waiting.clear()
+        self._held = 0
+        for _, _, r in self._retry:
+            dropped.extend(r.writes)
+        self._retry.clear()
+        self._retrying = 0
+        # keys stay busy only while a request of theirs is on the wire
+        self._busy = {w.amkey for r in self._inflight for w in r.writes}
+        ack.set()
+
+    def _discard(self, gen: int, deadline: float) -> None:
+        """Hand the discard to the dispatcher and wait for it; without one (closed, or too slow to answer
+        before `deadline`) at least the queues are dropped from here."""
+        ack = threading.Event()
+        self._discard_req = (gen, ack)
+        self._wake()
+        if self._thread.is_alive() and ack.wait(max(0.0, deadline - time.monotonic())):
+            return
+        self._drop(self._queues.clear())
+
     def _failed(self, req: _Req, exc: BaseException) -> None:
-        self._counters["write_errors"] += len(req.writes)
+        self._count_error(cassandra_error_reason(exc), len(req.writes))
         if req.attempt % 20 == 0:
             log.warning(
                 "cassandra store: write of %d chunk(s) failed (attempt %d, first %s:%d): %r",
@@ -399,7 +478,7 @@ class CassandraStore(QueuedStore):
         reqs: list[_Req] = []
         if not self._batch:
             for w in writes:
-                r = _Req()
+                r = _Req(self._gen)
                 r.writes.append(w)
                 r.keys.append(row_key(w.amkey, w.t0).encode("ascii"))
                 r.nbytes = len(w.data)
@@ -420,7 +499,7 @@ class CassandraStore(QueuedStore):
             if r is not None and (len(r.writes) >= bmax or r.nbytes + n > bbytes):
                 r = None
             if r is None:
-                r = open_by_group[group] = _Req()
+                r = open_by_group[group] = _Req(self._gen)
                 reqs.append(r)
             r.writes.append(w)
             r.keys.append(rk)

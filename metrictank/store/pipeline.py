@@ -4,6 +4,11 @@ A chunk counts as outstanding from the moment `submit` accepts it until its writ
 skipped as already expired, or abandoned at close). `on_saved` runs *before* the count drops, so
 `drain() == 0` also means every persist notification has been handed over: what a clean hand-over
 on demotion or shutdown needs (Metrictank issues 357, 275).
+
+`discard_pending` is the other way out of a demotion: when the drain timed out (a store outage), the writes
+still queued or being retried are dropped, so that a demoted node does not become a stale writer -- and a
+"split brain" for the new primary -- the moment the store comes back. Dropped chunks are not announced
+(`on_saved` is not called for them); the new primary writes them, as it would after a crash.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ COUNTERS = (
     "submitted",  # chunks accepted by submit
     "saved",  # chunks confirmed written
     "skipped_expired",  # chunks whose relative TTL was <= 0: not written, reported as saved (as Metrictank)
-    "write_errors",  # failed write attempts
-    "retries",  # re-sent writes after a failure
+    "write_errors",  # failed chunk write attempts (by reason: `write_errors_by_reason`)
+    "retries",  # re-sent chunk writes after a failure
     "abandoned",  # writes given up at close
+    "dropped",  # writes dropped by `discard_pending` (queued, held or awaiting a retry)
     "on_saved_errors",  # exceptions raised by the on_saved callback
     "bytes_saved",
 )
@@ -41,6 +47,9 @@ class QueuedStore:
         self._outstanding = 0
         self._closed = False
         self._counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        #: failed chunk write attempts by reason (`timeout`, `write-timeout`, `unavailable`, `busy`, ... `other`)
+        self.write_errors_by_reason: dict[str, int] = {}
+        self._discard_gen = 0  # bumped by discard_pending: writes of older generations must not be retried
         self._started = time.monotonic()
 
     # -- producer side ---------------------------------------------------------------------------
@@ -77,6 +86,67 @@ class QueuedStore:
 
     def pending(self) -> int:
         return self._outstanding
+
+    # -- counters (registered as metrics by the instance) ------------------------------------------------
+    @property
+    def chunks_written(self) -> int:
+        """Chunks confirmed written."""
+        return self._counters["saved"]
+
+    @property
+    def write_errors(self) -> int:
+        """Failed chunk write attempts (the sum of `write_errors_by_reason`)."""
+        return self._counters["write_errors"]
+
+    @property
+    def write_retries(self) -> int:
+        """Chunk writes re-sent after a failure."""
+        return self._counters["retries"]
+
+    @property
+    def writes_dropped(self) -> int:
+        """Writes dropped by `discard_pending`."""
+        return self._counters["dropped"]
+
+    @property
+    def writes_abandoned(self) -> int:
+        """Writes given up at close."""
+        return self._counters["abandoned"]
+
+    def _count_error(self, reason: str, n: int) -> None:
+        """Writer thread: `n` chunk writes failed for `reason`."""
+        self._counters["write_errors"] += n
+        self.write_errors_by_reason[reason] = self.write_errors_by_reason.get(reason, 0) + n
+
+    # -- giving up --------------------------------------------------------------------------------------
+    def discard_pending(self, timeout: float = 5.0) -> int:
+        """Drop every write that has not started yet, and make writes being retried give up; returns how many.
+
+        For a demotion whose drain timed out: queued writes are dropped, and a write that fails from now on is
+        dropped instead of retried, so this node stops writing once the store is back. Writes already on the
+        wire may still complete (and are then announced as usual): wait for them with `drain` if needed.
+        Later submissions are not affected. Waits at most `timeout` for the writer thread to let go.
+        """
+        before = self._counters["dropped"]
+        with self._done:
+            self._discard_gen += 1
+            gen = self._discard_gen
+        self._discard(gen, time.monotonic() + max(0.0, timeout))
+        dropped = self._counters["dropped"] - before
+        if dropped:
+            log.warning("store: dropped %d pending chunk writes", dropped)
+        return dropped
+
+    def _discard(self, gen: int, deadline: float) -> None:
+        """Backend hook; by default only what waits in the queues is dropped."""
+        self._drop(self._queues.clear())
+
+    def _drop(self, writes: Sequence[ChunkWrite]) -> None:
+        """Release writes given up by `discard_pending` (not announced, counted in `writes_dropped`)."""
+        if writes:
+            with self._done:
+                self._counters["dropped"] += len(writes)
+            self._finish(writes, saved=False)
 
     def drain(self, timeout: float) -> int:
         """Wait until everything submitted so far is confirmed; return what is still outstanding."""

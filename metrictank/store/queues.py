@@ -118,6 +118,16 @@ class WriteQueues:
             self._not_full.notify_all()
         return out
 
+    def clear(self) -> list[ChunkWrite]:
+        """Take everything queued (puts stay allowed), waking blocked producers; for `discard_pending`."""
+        with self._lock:
+            left = [w for q in self._qs for w in q]
+            for q in self._qs:
+                q.clear()
+            self._size = 0
+            self._not_full.notify_all()
+        return left
+
     def close(self) -> list[ChunkWrite]:
         """Refuse further puts, wake blocked producers, and hand back what was still queued."""
         with self._lock:

@@ -40,6 +40,18 @@ _KEYS_PER_QUERY = 500
 _PRUNE = "DELETE FROM {t} WHERE expires <= ?"
 
 
+def sqlite_error_reason(exc: BaseException) -> str:
+    """A short, stable label for a failed SQLite write (the `reason` of `write_errors_by_reason`)."""
+    msg = str(exc).lower()
+    if "locked" in msg or "busy" in msg:
+        return "busy"
+    if "full" in msg:
+        return "disk-full"
+    if "disk i/o" in msg or "readonly" in msg or "read-only" in msg:
+        return "io-error"
+    return "other"
+
+
 class SQLiteStore(QueuedStore):
     """Chunk store in one SQLite file (WAL), fed by a single batching writer thread."""
 
@@ -67,6 +79,8 @@ class SQLiteStore(QueuedStore):
         self._clock = clock
         self._busy_timeout = busy_timeout
         self._stop = threading.Event()  # writer: give up (abandon) what is left
+        self._retry_wake = threading.Event()  # ends a retry back-off early (close, discard_pending)
+        self._retry_gen: int | None = None  # discard generation of the batch being retried, if any
         self._tables: set[str] = set()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -108,21 +122,23 @@ class SQLiteStore(QueuedStore):
     def _run(self) -> None:
         next_prune = time.monotonic() + self._prune_interval
         while not self._stop.is_set():
+            gen = self._discard_gen
             batch = self._queues.take(self._batch_size, timeout=0.2)
             if batch:
-                self._write_with_retry(batch)
+                self._write_with_retry(batch, gen)
             if time.monotonic() >= next_prune:
                 self._prune_logged()
                 next_prune = time.monotonic() + self._prune_interval
 
-    def _write_with_retry(self, batch: list[ChunkWrite]) -> None:
+    def _write_with_retry(self, batch: list[ChunkWrite], gen: int) -> None:
+        """Write until it succeeds; between attempts give up if closed (abandoned) or discarded (dropped)."""
         attempt = 0
         while True:
             try:
                 self._write(batch)
                 return
             except sqlite3.Error as exc:
-                self._counters["write_errors"] += 1
+                self._count_error(sqlite_error_reason(exc), len(batch))
                 if attempt % 20 == 0:
                     log.warning(
                         "sqlite store: write of %d chunks failed (attempt %d): %s",
@@ -132,11 +148,32 @@ class SQLiteStore(QueuedStore):
                     )
                 delay = min(self._retry_max, self._retry_base * (2**attempt))
                 attempt += 1
-                if self._stop.wait(delay):
-                    self._counters["abandoned"] += len(batch)
-                    self._finish(batch, saved=False)
-                    return
+                self._retry_gen = gen
+                try:
+                    self._retry_wake.wait(delay)
+                    self._retry_wake.clear()
+                    if self._stop.is_set():
+                        self._counters["abandoned"] += len(batch)
+                        self._finish(batch, saved=False)
+                        return
+                    if self._discard_gen != gen:
+                        self._drop(batch)
+                        return
+                finally:
+                    self._retry_gen = None
                 self._counters["retries"] += len(batch)
+
+    def _discard(self, gen: int, deadline: float) -> None:
+        """Drop the queues, then wake a retrying writer and wait (until `deadline`) for it to drop its batch."""
+        self._drop(self._queues.clear())
+        while True:
+            rg = self._retry_gen
+            if rg is None or rg >= gen or not self._writer.is_alive():
+                return
+            self._retry_wake.set()
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.005)
 
     def _write(self, batch: list[ChunkWrite]) -> None:
         now = int(self._clock())
@@ -266,6 +303,7 @@ class SQLiteStore(QueuedStore):
         self._closed = True
         self.drain(timeout)
         self._stop.set()
+        self._retry_wake.set()
         self._writer.join()
         left = self._queues.close()
         if left:

@@ -96,3 +96,47 @@ def test_encode_refuses_bad_t0() -> None:
         encode_persist("x", [(KEY, -1)])
     with pytest.raises(ValueError):
         encode_persist("x", [(KEY, 1 << 32)])
+
+
+def test_items_skips_bad_entries_individually() -> None:
+    from metrictank.schema.persist import decode_persist_items
+
+    good = "1." + "a" * 32
+    body = (
+        b'\x01{"instance":"x","saved_chunks":[{"key":"zzz","t0":60},{"key":"'
+        + good.encode()
+        + b'","t0":60},{"key":5,"t0":1},{"key":"'
+        + good.encode()
+        + b'","t0":-1},3,{"key":"'
+        + good.encode()
+        + b'_max_600","t0":600},{"key":"'
+        + good.encode()
+        + b'_avg_7","t0":1}]}'
+    )
+    batch = decode_persist_items(body)
+    assert batch.instance == "x"
+    assert batch.saved == [(good, 60), (good + "_max_600", 600)]
+    assert batch.rejected == {"invalid-key": 3, "invalid-t0": 1, "invalid-item": 1}
+    assert decode_persist_items(body, validate_keys=False).rejected == {
+        "invalid-key": 1,
+        "invalid-t0": 1,
+        "invalid-item": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (b"", "empty"),
+        (b"\x82\xa1a\x01", "unknown-version"),
+        (b"\x01" + b"[" * 900_000, "invalid-json"),
+        (b"\x01" + b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "invalid-json"),
+        (b"\x01{\xff\xfe}", "invalid-json"),
+    ],
+)
+def test_items_envelope_errors(raw: bytes, reason: str) -> None:
+    from metrictank.schema.persist import decode_persist_items
+
+    with pytest.raises(DecodeError) as e:
+        decode_persist_items(raw)
+    assert e.value.reason == reason
