@@ -1528,3 +1528,6 @@ def _bind_one(fname: str, bound: BoundCall, p: Param, nodes: list[Node]) -> None
     if not p.multiple and conv[0] is None and p.default is not None:
         bound.values[p.name] = p.default
 
+
+# functions beyond the core set, registered into FUNCTIONS by importing their modules
+from . import functions_combine, functions_filter, functions_transform  # noqa: E402, F401
