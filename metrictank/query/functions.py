@@ -1530,4 +1530,4 @@ def _bind_one(fname: str, bound: BoundCall, p: Param, nodes: list[Node]) -> None
 
 
 # functions beyond the core set, registered into FUNCTIONS by importing their modules
-from . import functions_combine, functions_filter, functions_transform  # noqa: E402, F401
+from . import functions_combine, functions_filter, functions_holtwinters, functions_transform  # noqa: E402, F401

@@ -1,5 +1,5 @@
 """Combine functions beyond the core set in `functions.py`: aggregation with wildcarded path nodes, pairwise
-division of two series lists.
+division of two series lists and percentiles across series.
 
 They register into `functions.FUNCTIONS` when `functions.py` imports this module. Names follow graphite-web,
 as the rest of the registry does: the wildcard aggregations are named after the group key (the name with
@@ -8,17 +8,23 @@ the wildcarded nodes removed), divideSeriesLists names each quotient `divideSeri
 
 from __future__ import annotations
 
+import numpy as np
+
+from .consolidate import normalize, stack
 from .errors import QueryError
 from .functions import (
     _AGG_OPTIONS,
     _SL,
     Invocation,
     Param,
+    _first_consolidator,
     _group_aggregate,
     _pair,
     _safe_div,
+    fmt_g,
     register,
 )
+from .functions_filter import check_percent
 from .series import Series
 
 _POSITION = Param("position", "node", multiple=True)
@@ -100,3 +106,42 @@ def divide_series_lists(
         name = f"divideSeries({a.target},{b.target})"
         out.append(Series(name, name, {"name": name}, start, step, _safe_div(va, vb), a.consolidator))
     return out
+
+
+def percentile_columns(mat: np.ndarray, n: float, interpolate: bool) -> np.ndarray:
+    """graphite-web's _getPercentile of every column of a matrix (nulls ignored; null for an empty column),
+    vectorised: the rank is n% of (count + 1), rounded up unless interpolating, clamped to the values."""
+    cols = np.sort(mat, axis=0)  # nulls (NaN) sort last, so a column's values are its first `count` rows
+    count = (~np.isnan(mat)).sum(axis=0)
+    fractional = n / 100.0 * (count + 1)
+    rank = np.floor(fractional).astype(np.int64)
+    frac = fractional - rank
+    if not interpolate:
+        rank = rank + np.ceil(frac).astype(np.int64)
+    last = np.maximum(count - 1, 0)
+    pick = np.clip(rank - 1, 0, last)
+    out = np.take_along_axis(cols, pick[None, :], axis=0)[0]
+    if interpolate:
+        nxt = np.take_along_axis(cols, np.minimum(rank, last)[None, :], axis=0)[0]
+        out = np.where(rank < count, out + frac * (nxt - out), out)
+    out[count == 0] = np.nan
+    return out
+
+
+@register(
+    "percentileOfSeries",
+    [_SL, Param("n", "float", required=True), Param("interpolate", "boolean", default=False)],
+    "Combine",
+)
+def percentile_of_series(
+    inv: Invocation, seriesList: list[Series], n: float, interpolate: bool = False
+) -> list[Series]:
+    """The n-th percentile across the series at each point (nulls ignored); without interpolate it is
+    always one of the values. Named after the first series' path expression, as graphite-web does."""
+    check_percent("percentileOfSeries", n)
+    if not seriesList:
+        return []
+    start, step, mat = stack(normalize(seriesList))
+    name = f"percentileOfSeries({seriesList[0].path_expr},{fmt_g(n)})"
+    values = percentile_columns(mat, n, interpolate)
+    return [Series(name, name, {"name": name}, start, step, values, _first_consolidator(seriesList))]

@@ -35,9 +35,10 @@ from .functions import (
     fmt_g,
     register,
 )
-from .parser import Literal
+from .functions_filter import check_percent, series_aggregate, series_percentile
+from .parser import Literal, find_calls, parse_target
 from .series import Series
-from .timeparse import parse_duration, parse_time
+from .timeparse import parse_duration, parse_offset, parse_time
 
 # ----------------------------------------------------------------------------------------------------------
 # helpers
@@ -359,4 +360,301 @@ def smart_summarize(
         tags["smartSummarize"] = intervalString
         tags["smartSummarizeFunction"] = func
         out.append(Series(name, name, tags, s.start, interval, vals, None))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# graphite-web functions Metrictank proxies to graphite-web
+
+
+@register("nPercentile", [_SL, Param("n", "float", required=True)], "Calculate")
+def n_percentile(inv: Invocation, seriesList: list[Series], n: float) -> list[Series]:
+    """A flat line at each series' n-th percentile (of its non-null points); series without values are
+    left out."""
+    check_percent("nPercentile", n)
+    out = []
+    for s in seriesList:
+        p = series_percentile(s, n)
+        if math.isnan(p):
+            continue
+        out.append(
+            _transform(s, f"nPercentile({s.target}, {fmt_g(n)})", np.full(len(s), p), ("nPercentile", n))
+        )
+    return out
+
+
+def _delay_values(v: np.ndarray, steps: int, first: int, count: int) -> np.ndarray:
+    """The `count` values from index `first` on, each replaced by the value `steps` points earlier."""
+    src = np.arange(first, first + count) - steps
+    out = np.full(count, np.nan)
+    ok = (src >= 0) & (src < len(v))
+    out[ok] = v[src[ok]]
+    return out
+
+
+@register("delay", [_SL, Param("steps", "integer", required=True)], "Transform")
+def delay(inv: Invocation, seriesList: list[Series], steps: int) -> list[Series]:
+    """Shift the values `steps` points later (earlier when negative), keeping the timestamps.
+
+    graphite-web leaves the first `steps` points null; here the points before the range are read, so
+    they hold the values they are delayed from (null only where that data does not exist either)."""
+    if not seriesList or steps == 0:
+        return [
+            _transform(s, f"delay({s.target},{steps})", s.values.copy(), ("delay", steps)) for s in seriesList
+        ]
+    preview = max(s.step for s in seriesList) * abs(steps)
+    wide = (
+        inv.outer.replace(start=inv.outer.start - preview)
+        if steps > 0
+        else inv.outer.replace(end=inv.outer.end + preview)
+    )
+    data = {s.target: s for s in inv.evaluate(inv.nodes["seriesList"], wide)}
+    out = []
+    for s in seriesList:
+        w = data.get(s.target)
+        if w is None or w.step != s.step:
+            vals = _delay_values(s.values, steps, 0, len(s))
+        else:
+            vals = _delay_values(w.values, steps, (s.start - w.start) // s.step, len(s))
+        out.append(_transform(s, f"delay({s.target},{steps})", vals, ("delay", steps)))
+    return out
+
+
+def null_run_lengths(isnan: np.ndarray) -> np.ndarray:
+    """For each position, the length of the run of nulls it belongs to (0 for a value)."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], isnan.astype(np.int8), [0]])))
+    lengths = edges[1::2] - edges[0::2]
+    out = np.zeros(len(isnan), dtype=np.int64)
+    out[isnan] = np.repeat(lengths, lengths)
+    return out
+
+
+def interpolate_values(v: np.ndarray, limit: float) -> np.ndarray:
+    """Fill runs of at most `limit` nulls that have a value on both sides with the straight line between
+    those values; nulls at the start or the end stay null (graphite-web)."""
+    isnan = np.isnan(v)
+    valid = np.flatnonzero(~isnan)
+    if not isnan.any() or len(valid) < 2:
+        return v.copy()
+    idx = np.arange(len(v))
+    fill = isnan & (idx > valid[0]) & (idx < valid[-1]) & (null_run_lengths(isnan) <= limit)
+    out = v.copy()
+    out[fill] = np.interp(idx[fill], valid, v[valid])
+    return out
+
+
+@register("interpolate", [_SL, Param("limit", "intOrInf", default=math.inf)], "Transform")
+def interpolate(inv: Invocation, seriesList: list[Series], limit: float = math.inf) -> list[Series]:
+    """Bridge gaps of at most `limit` nulls with a straight line between the values around them."""
+    return [
+        _transform(s, f"interpolate({s.target})", interpolate_values(s.values, limit)) for s in seriesList
+    ]
+
+
+@register("integralByInterval", [_SL, Param("intervalUnit", "string", required=True)], "Transform")
+def integral_by_interval(inv: Invocation, seriesList: list[Series], intervalUnit: str) -> list[Series]:
+    """Running total that restarts at 0 every interval, counted from the start of the requested range;
+    a null adds nothing and shows the total so far."""
+    interval = abs(parse_offset(intervalUnit))
+    if interval == 0:
+        raise QueryError(f"integralByInterval: interval {intervalUnit!r} is zero")
+    origin = inv.outer.start - 1  # graphite's from
+    out = []
+    for s in seriesList:
+        ts = s.timestamps()
+        group = (ts - origin) // interval
+        cs = np.cumsum(np.where(np.isnan(s.values), 0.0, s.values))
+        starts = np.ones(len(s), dtype=bool)
+        starts[1:] = group[1:] != group[:-1]
+        before = np.concatenate([[0.0], cs[:-1]])  # running total up to the previous point
+        base = np.maximum.accumulate(np.where(starts, np.arange(len(s)), 0)) if len(s) else np.zeros(0, int)
+        vals = cs - before[base]
+        name = f"integralByInterval({s.target},'{intervalUnit}')"
+        out.append(_transform(s, name, vals, ("integralByInterval", intervalUnit)))
+    return out
+
+
+def _hitcount_prepare(ctx: EvalContext, args: dict[str, Any]) -> EvalContext:
+    ctx = ctx.replace(max_data_points=0)
+    if args.get("alignToInterval"):
+        interval = parse_duration(args["intervalString"])
+        unit = (
+            "days"
+            if interval >= 86400
+            else "hours"
+            if interval >= 3600
+            else "minutes"
+            if interval >= 60
+            else None
+        )
+        if unit is not None:
+            ctx = ctx.replace(start=align_start(ctx.start - 1, unit, ctx.tz) + 1)
+    return ctx
+
+
+def _coverage(x: np.ndarray, start: int, step: int, weights: np.ndarray) -> np.ndarray:
+    """sum over points i of weights[i] * (seconds of [start + i*step, start + (i+1)*step) before x)."""
+    n = len(weights)
+    cs = np.concatenate([[0.0], np.cumsum(weights * step)])
+    j = np.clip((x - start) // step, 0, n)
+    partial = np.zeros(len(x))
+    inside = (j < n) & (x > start)
+    partial[inside] = weights[j[inside]] * (x[inside] - (start + j[inside] * step))
+    return cs[j] + partial
+
+
+@register(
+    "hitcount",
+    [
+        _SL,
+        Param("intervalString", "interval", required=True, suggestions=("10min", "1h", "1d")),
+        Param("alignToInterval", "boolean", default=False),
+    ],
+    "Transform",
+    prepare=_hitcount_prepare,
+)
+def hitcount(
+    inv: Invocation, seriesList: list[Series], intervalString: str, alignToInterval: bool = False
+) -> list[Series]:
+    """Turn a per-second rate into the number of hits per interval: each point's value counts once per
+    second of its step, split over the buckets its step overlaps. Buckets end at the end of the data (with
+    alignToInterval: start at the start of the day, hour or minute the range starts in)."""
+    interval = parse_duration(intervalString)
+    if interval <= 0:
+        raise QueryError(f"hitcount: interval {intervalString!r} is zero")
+    out = []
+    for s in seriesList:
+        end = s.end
+        if alignToInterval:
+            end = s.start + ((s.end - s.start) // interval) * interval + interval
+        nb = -(-(end - s.start) // interval)
+        new_start = end - nb * interval
+        edges = new_start + interval * np.arange(nb + 1, dtype=np.int64)
+        isnan = np.isnan(s.values)
+        hits = np.diff(_coverage(edges, s.start, s.step, np.where(isnan, 0.0, s.values)))
+        seen = np.diff(_coverage(edges, s.start, s.step, (~isnan).astype(np.float64)))
+        vals = np.where(seen > 0, hits, np.nan)
+        suffix = ", true" if alignToInterval else ""
+        name = f'hitcount({s.target}, "{intervalString}"{suffix})'
+        out.append(_transform(s, name, vals, ("hitcount", intervalString), start=new_start, step=interval))
+    return out
+
+
+_UNIT_SYSTEMS = {
+    "binary": (("Pi", 1024.0**5), ("Ti", 1024.0**4), ("Gi", 1024.0**3), ("Mi", 1024.0**2), ("Ki", 1024.0)),
+    "si": (("P", 1000.0**5), ("T", 1000.0**4), ("G", 1000.0**3), ("M", 1000.0**2), ("k", 1000.0)),
+}
+
+
+def format_units(v: float, system: str) -> tuple[float, str]:
+    """graphite-web's format_units: the value in the largest unit it reaches, and that unit's prefix."""
+    for prefix, size in _UNIT_SYSTEMS[system]:
+        if abs(v) >= size:
+            v2 = v / size
+            if (v2 - math.floor(v2)) < 0.00000000001 and v > 1:
+                v2 = float(math.floor(v2))
+            return v2, prefix
+    if (v - math.floor(v)) < 0.00000000001 and v > 1:
+        v = float(math.floor(v))
+    return v, ""
+
+
+_LEGEND_TYPES = (*_AGG_OPTIONS, *(f"{f}Series" for f in _AGG_OPTIONS), "si", "binary")
+
+
+def _legend_value(s: Series, value_type: str) -> Any:
+    try:
+        method = _agg_method(value_type)
+    except QueryError:
+        return "(?)"
+    v = series_aggregate(s, method)
+    if method == "count":
+        return int(v)
+    return None if math.isnan(v) else v
+
+
+@register(
+    "legendValue",
+    [_SL, Param("valuesTypes", "string", multiple=True, options=_LEGEND_TYPES)],
+    "Alias",
+)
+def legend_value(inv: Invocation, seriesList: list[Series], valuesTypes: list[str]) -> list[Series]:
+    """Append aggregates of each series to its name (`a.b (avg: 2.5)`); a last argument of si or binary
+    formats them with unit prefixes in fixed-width columns instead, as graphite-web does."""
+    types = list(valuesTypes)
+    system = None
+    if types and types[-1] in ("si", "binary"):
+        system = types.pop()
+    out = []
+    for s in seriesList:
+        name = s.target
+        for vt in types:
+            value = _legend_value(s, vt)
+            if system is None:
+                name += f" ({vt}: {value})"
+            else:
+                text = value
+                if not (isinstance(value, str) or value is None):
+                    scaled, prefix = format_units(value, system)
+                    text = f"{scaled:.2f}{prefix}"
+                name = f"{name:<20}{vt:<5}{text!s:<10}"
+        out.append(s.copy(target=name))
+    return out
+
+
+def compile_regex(pattern: str) -> re.Pattern[str]:
+    """A user's regular expression, or a 400 saying why it is not one."""
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise QueryError(f"invalid regular expression {pattern!r}: {e}") from None
+
+
+_HUGE_FIELD = re.compile(r"%[-+ #0]*(?:\d{3,}|\*|\d*\.(?:\d{3,}|\*))")
+
+
+def percent_format(fmt: str, value: float) -> str:
+    """`fmt % value` as graphite-web names aliasQuery's series, refusing field widths of 100 or more (which
+    would let a target allocate without bound) and answering 400 for a format that does not fit."""
+    if _HUGE_FIELD.search(fmt):
+        raise QueryError(f"aliasQuery: field width or precision too large in {fmt!r}")
+    try:
+        return fmt % value
+    except (TypeError, ValueError, OverflowError, KeyError) as e:
+        raise QueryError(f"aliasQuery: newName {fmt!r} does not format one number: {e}") from None
+
+
+@register(
+    "aliasQuery",
+    [
+        _SL,
+        Param("search", "string", required=True),
+        Param("replace", "string", required=True),
+        Param("newName", "string", required=True),
+    ],
+    "Alias",
+)
+def alias_query(
+    inv: Invocation, seriesList: list[Series], search: str, replace: str, newName: str
+) -> list[Series]:
+    """Rename each series with the last value of another query: the series name, rewritten with the
+    search regex and replacement, is evaluated as a target over the same range, and newName is
+    %-formatted with the last non-null value of its first series (e.g. 'cpu %d')."""
+    rx = compile_regex(search)
+    out = []
+    for s in seriesList:
+        try:
+            query = rx.sub(replace, s.target)
+        except (re.error, IndexError) as e:
+            raise QueryError(f"aliasQuery: bad replacement {replace!r}: {e}") from None
+        tree = parse_target(query)
+        if any(c.name == "aliasQuery" for c in find_calls(tree)):
+            raise QueryError(f"aliasQuery: the query {query!r} must not itself use aliasQuery")
+        found = inv.evaluate(tree, inv.outer)
+        if not found:
+            raise QueryError(f"aliasQuery: no series found with query {query!r}")
+        last = series_aggregate(found[0], "last")
+        if math.isnan(last):
+            raise QueryError(f"aliasQuery: cannot get the last value of series {found[0].target!r}")
+        out.append(s.copy(target=percent_format(newName, last)))
     return out

@@ -30,6 +30,12 @@ DATA = {
     "k": (10, 10, [1, 2, 3, 10, 20]),
     # one point a minute from ts 3060 to 4200, each worth its minute number (3060 -> 51)
     "hr.s": (3060, 60, [float(m) for m in range(51, 71)]),
+    "g.s": (10, 10, [1, N, N, 4, N]),
+    "g.lead": (10, 10, [N, 2, N, 6, N]),
+    "hw.s": (10, 10, [10, 20, 10, 20, 10, 20]),
+    "val.a": (10, 10, [7, 8, 9, N, 12.6]),
+    "val.none": (10, 10, [N, N, N, N, N]),
+    "big": (10, 10, [1500, 2048, 3e6, N, N]),
 }
 TS = [10, 20, 30, 40, 50]
 
@@ -346,6 +352,189 @@ def test_smart_summarize_align_to(src) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# graphite-web only
+
+
+def test_percentile_of_series(src) -> None:
+    # per point two values (1,5) (2,4) (3,3) (4,2) (5,1): rank 0.5 * 3 = 1.5, rounded up to 2: the larger
+    assert one(src, "percentileOfSeries(a.*.c, 50)") == ("percentileOfSeries(a.*.c,50)", TS, [5, 4, 3, 4, 5])
+    # interpolated: rank 1 plus half the way to the second value: the middle
+    assert one(src, "percentileOfSeries(a.*.c, 50, true)")[2] == [3, 3, 3, 3, 3]
+    # at 20 only a.b.c has a value: rank 0.5 * 2 = 1, that value
+    assert one(src, "percentileOfSeries(a.b.*, 50)")[2] == [10, 2, 30, 40, 50]
+    assert one(src, "percentileOfSeries(a.x.d, 50)")[2] == [None] * 5
+    assert run(src, "percentileOfSeries(no.such, 50)") == []
+    bad(src, "percentileOfSeries(a.*.c, 0)", "greater than 0")
+
+
+def test_n_percentile(src) -> None:
+    # a.b.d's 50th percentile is 40 (see above); a.x.d has no value and is left out
+    assert run(src, "nPercentile(a.*.d, 50)") == [("nPercentile(a.b.d, 50)", TS, [40] * 5)]
+    # 1st: rank 0.01 * 5 = 0.05, rounded up to 1: the smallest
+    assert one(src, "nPercentile(a.b.d, 1)")[2] == [10] * 5
+    bad(src, "nPercentile(a.b.d, 0)", "greater than 0")
+
+
+def test_delay(src) -> None:
+    assert one(src, "delay(a.b.c, 2)") == ("delay(a.b.c,2)", TS, [None, None, 1, 2, 3])
+    # the points before the range are read, so the delayed values are there (graphite-web: null)
+    assert one(src, "delay(a.b.c, 2)", from_=20) == ("delay(a.b.c,2)", [30, 40, 50], [1, 2, 3])
+    assert src.fetches[-1][2] == 21 - 20
+    # negative: values from later, read past the end of the range
+    assert one(src, "delay(a.b.c, -2)", until=30) == ("delay(a.b.c,-2)", [10, 20, 30], [3, 4, 5])
+    assert one(src, "delay(a.b.c, 7)")[2] == [None] * 5
+    assert one(src, "delay(a.b.d, 1)")[2] == [None, 10, None, 30, 40]
+    bad(src, "delay(a.b.c, 'x')", "must be an integer")
+
+
+def test_interpolate(src) -> None:
+    # 1 _ _ 4: the line through them gives 2 and 3; the trailing null stays
+    assert one(src, "interpolate(g.s)") == ("interpolate(g.s)", TS, [1, 2, 3, 4, None])
+    assert one(src, "interpolate(g.s, 1)")[2] == [1, None, None, 4, None]  # a gap of 2 > limit 1
+    assert one(src, "interpolate(g.s, 2)")[2] == [1, 2, 3, 4, None]
+    # a leading null is never filled
+    assert one(src, "interpolate(g.lead)")[2] == [None, 2, 4, 6, None]
+    assert one(src, "interpolate(a.x.d)")[2] == [None] * 5
+    bad(src, "interpolate(g.s, 'x')", "must be an integer or inf")
+
+
+def test_integral_by_interval(src) -> None:
+    # from 0, 20 s intervals: ts 10 | 20 30 | 40 50; a null adds nothing and shows the total so far
+    assert one(src, "integralByInterval(a.b.d, '20s')") == (
+        "integralByInterval(a.b.d,'20s')",
+        TS,
+        [10, 0, 30, 40, 90],
+    )
+    # counted from the range's start: from 5 the intervals are ts 10 20 | 30 40 | 50
+    assert one(src, "integralByInterval(a.b.d, '20s')", from_=5)[2] == [10, 10, 30, 70, 50]
+    bad(src, "integralByInterval(a.b.d, 'bogus')", "invalid")
+    bad(src, "integralByInterval(a.b.d, '0s')", "is zero")
+
+
+def test_hitcount(src) -> None:
+    # each point counts its value once per second of [ts, ts+10); buckets end at the end of the data (60)
+    assert one(src, "hitcount(a.b.c, '20s')") == (
+        'hitcount(a.b.c, "20s")',
+        [0, 20, 40],
+        [10, 20 + 30, 40 + 50],
+    )
+    # 15 s buckets from 0: [0,15) gets 5 s of 1; [15,30) 5 s of 1 + 10 s of 2; [30,45) 10 s of 3 + 5 s of 4;
+    # [45,60) 5 s of 4 + 10 s of 5
+    assert one(src, "hitcount(a.b.c, '15s')")[1:] == ([0, 15, 30, 45], [5, 25, 50, 70])
+    assert one(src, "hitcount(a.b.d, '20s')")[2] == [100, 300, 900]
+    assert one(src, "hitcount(g.s, '10s')")[2] == [10, None, None, 40, None]  # a bucket of nulls is null
+
+
+def test_hitcount_align_to_interval(src) -> None:
+    # (3700, 4200]: points 3720 (62) .. 4200 (70), data ends at 4260; one hour bucket ending there
+    assert one(src, "hitcount(hr.s, '1h')", from_=3700, until=4200) == (
+        'hitcount(hr.s, "1h")',
+        [660],
+        [sum(range(62, 71)) * 60],
+    )
+    # aligned to the hour: read from 3600, so 3660 (61) .. 4200, one bucket starting at the first point
+    got = one(src, "hitcount(hr.s, '1h', true)", from_=3700, until=4200)
+    assert got == ('hitcount(hr.s, "1h", true)', [3660], [sum(range(61, 71)) * 60])
+    assert src.fetches[-1][2] == 3601
+
+
+def test_legend_value(src) -> None:
+    # a.b.d: average of 10 30 40 50 is 32.5, 4 values, last 50
+    assert names(src, "legendValue(a.b.d, 'avg', 'count', 'last')") == [
+        "a.b.d (avg: 32.5) (count: 4) (last: 50.0)"
+    ]
+    assert names(src, "legendValue(a.x.d, 'max')") == ["a.x.d (max: None)"]
+    # with a unit system: name, type and value in columns of 20, 5 and 10; 3e6 is 3.00M, or 2.86Mi
+    assert names(src, "legendValue(big, 'max', 'si')") == ["big                 max  3.00M     "]
+    assert names(src, "legendValue(big, 'max', 'binary')") == ["big                 max  2.86Mi    "]
+    out = render(["legendValue(a.b.d, 'avg')"], 0, 50, 0, src, now=1000)
+    assert out[0].path_expr == "a.b.d"  # only the name changes
+    bad(src, "legendValue(a.b.d, 'nope')", "invalid valuesTypes 'nope'")
+
+
+def test_alias_query(src) -> None:
+    # a.b.c -> query val.a, whose last value is 12.6
+    assert names(src, r"aliasQuery(a.b.c, 'a\.b\.(.*)', 'val.a', 'cpu %d')") == ["cpu 12"]
+    assert names(src, r"aliasQuery(a.b.*, 'a\.b\.(.*)', 'val.a', '%.2f of \1')") == [
+        "12.60 of \\1",
+        "12.60 of \\1",
+    ]
+    assert names(src, r"aliasQuery(a.b.c, 'a.b.c', 'sumSeries(val.a, val.a)', 'x%g')") == ["x25.2"]
+
+
+def test_alias_query_errors(src) -> None:
+    bad(src, "aliasQuery(a.b.c, 'a', 'no.such', '%d')", "no series found with query 'no.such.b.c'")
+    bad(src, "aliasQuery(a.b.c, 'a.b.c', 'val.none', '%d')", "cannot get the last value")
+    bad(src, "aliasQuery(a.b.c, 'a.b.c', 'val.a', '%d %d')", "does not format one number")
+    bad(src, "aliasQuery(a.b.c, 'a.b.c', 'val.a', '%999999999d')", "too large")
+    bad(src, "aliasQuery(a.b.c, 'a.b.c', 'val.a', '%*d')", "too large")
+    bad(src, "aliasQuery(a.b.c, '(', 'val.a', '%d')", "invalid regular expression")
+    bad(src, "aliasQuery(a.b.c, 'a.b.c', 'aliasQuery(val.a, \"x\", \"y\", \"z\")', '%d')", "must not itself")
+    bad(src, "aliasQuery(a.b.c, 'a.b.c', 'sum(', '%d')", "unbalanced parenthesis")
+
+
+# hw.s is 10 20 10 20 ...; with a 20 s bootstrap and a 20 s season (2 points) from 30, the model learns from
+# ts 20 on. By hand, with alpha = gamma = 0.1, beta = 0.0035 (i: intercept, s: slope, S: seasonal, p: the
+# prediction made for the point, d: deviation):
+#   ts 20 (20): p 20, i 20, s 0, S 0, next p 20, d 0
+#   ts 30 (10): p 20, i .1*10 + .9*20 = 19, s .0035*(19-20) = -.0035, S .1*(10-19) = -.9,
+#               next p 19 - .0035 + S(ts 20) 0 = 18.9965, d .1*|10-20| = 1
+#   ts 40 (20): p 18.9965, i .1*20 + .9*18.9965 = 19.09685, s .0035*.09685 + .9965*-.0035 = -.003148775,
+#               S .1*(20-19.09685) = .090315, next p 19.09685 - .003148775 + S(ts 30) -.9 = 18.193701225,
+#               d .1*|20-18.9965| + .9*d(ts 20) 0 = .10035
+#   ts 50 (10): p 18.193701225, i .1*(10+.9) + .9*(19.09685-.003148775) = 18.2743311025,
+#               s .0035*(18.2743311025-19.09685) + .9965*-.003148775 = -.00601657042875,
+#               next p 18.2743311025 - .00601657042875 + S(ts 40) .090315 = 18.35862953207125,
+#               d .1*|10-18.193701225| + .9*d(ts 30) 1 = 1.7193701225
+#   ts 60 (20): p 18.35862953207125, d .1*|20-18.35862953207125| + .9*d(ts 40) .10035 = .254452046792875
+HW_TS = [40, 50, 60]
+HW_P = [18.9965, 18.193701225, 18.35862953207125]
+HW_D = [0.10035, 1.7193701225, 0.254452046792875]
+
+
+def test_holt_winters_forecast(src) -> None:
+    got = one(src, "holtWintersForecast(hw.s, '20s', '20s')", from_=30, until=60)
+    assert got[0] == "holtWintersForecast(hw.s)" and got[1] == HW_TS
+    assert got[2] == pytest.approx(HW_P)
+    assert src.fetches[-1][2:5] == (31 - 20, 61, 0)  # bootstrap before the range, full resolution
+
+
+def test_holt_winters_confidence_bands(src) -> None:
+    out = run(src, "holtWintersConfidenceBands(hw.s, 3, '20s', '20s')", from_=30, until=60)
+    assert [o[0] for o in out] == ["holtWintersConfidenceLower(hw.s)", "holtWintersConfidenceUpper(hw.s)"]
+    assert out[0][2] == pytest.approx([p - 3 * d for p, d in zip(HW_P, HW_D, strict=True)])
+    assert out[1][2] == pytest.approx([p + 3 * d for p, d in zip(HW_P, HW_D, strict=True)])
+    assert out[0][2][0] == pytest.approx(18.69545) and out[1][2][1] == pytest.approx(23.3518115925)
+    bands = render(["holtWintersConfidenceBands(hw.s, 3, '20s', '20s')"], 30, 60, 0, src, now=1000)
+    assert {s.path_expr for s in bands} == {"hw.s"}
+
+
+def test_holt_winters_aberration(src) -> None:
+    # ts 40: 20 above the upper band 19.29755; ts 50: 10 below the lower 13.0355908575; ts 60: 20 above 19.1219...
+    got = one(src, "holtWintersAberration(hw.s, 3, '20s', '20s')", from_=30, until=60)
+    assert got[0] == "holtWintersAberration(hw.s)"
+    assert got[2] == pytest.approx([0.70245, 10 - 13.0355908575, 20 - (HW_P[2] + 3 * HW_D[2])])
+    # a wide band contains every point
+    assert one(src, "holtWintersAberration(hw.s, 1000, '20s', '20s')", from_=30, until=60)[2] == [0, 0, 0]
+
+
+def test_holt_winters_default_bootstrap_reads_a_week_before(src) -> None:
+    got = one(src, "holtWintersForecast(a.b.c)")
+    assert src.fetches[-1][2] == 1 - 7 * 86400
+    # no history: no prediction for ts 10; then p(20) = 1 (i 1, s 0); at 20 i .1*2 + .9*1 = 1.1,
+    # s .0035*.1 = .00035 -> p(30) 1.10035; at 30 i .1*3 + .9*1.10035 = 1.290315,
+    # s .0035*.190315 + .9965*.00035 = .0010148775 -> p(40) 1.2913298775
+    assert got[2][0] is None
+    assert got[2][1:4] == pytest.approx([1, 1.10035, 1.2913298775])
+
+
+def test_holt_winters_errors(src) -> None:
+    bad(src, "holtWintersForecast(a.b.c, '7d', '10s')", "at least two points")
+    bad(src, "holtWintersForecast(a.b.c, 'bogus')", "invalid")
+    bad(src, "holtWintersConfidenceBands(a.b.c, 'x')", "must be an integer")
+
+
+# ----------------------------------------------------------------------------------------------------------
 # strings and the function catalogue
 
 
@@ -402,3 +591,12 @@ def test_every_metrictank_native_function_is_registered() -> None:
         "removeZeroSeries round scaleToSeconds smartSummarize substr sumSeriesWithWildcards unique"
     ).split()
     assert [f for f in native if f not in FUNCTIONS] == []
+
+
+def test_every_graphite_web_function_dashboards_use_is_registered() -> None:
+    wanted = (
+        "hitcount nPercentile percentileOfSeries holtWintersForecast holtWintersConfidenceBands "
+        "holtWintersAberration integral integralByInterval delay interpolate sortByName legendValue "
+        "aliasQuery exclude grep"
+    ).split()
+    assert [f for f in wanted if f not in FUNCTIONS] == []
