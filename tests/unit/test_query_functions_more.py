@@ -36,6 +36,10 @@ DATA = {
     "val.a": (10, 10, [7, 8, 9, N, 12.6]),
     "val.none": (10, 10, [N, N, N, N, N]),
     "big": (10, 10, [1500, 2048, 3e6, N, N]),
+    "x.1": (10, 10, [1] * 5),
+    "x.1a": (10, 10, [1] * 5),
+    "x.1ab": (10, 10, [1] * 5),
+    "x.1abc": (10, 10, [1] * 5),
 }
 TS = [10, 20, 30, 40, 50]
 
@@ -600,3 +604,9 @@ def test_every_graphite_web_function_dashboards_use_is_registered() -> None:
         "aliasQuery exclude grep"
     ).split()
     assert [f for f in wanted if f not in FUNCTIONS] == []
+
+
+def test_glob_question_mark_is_exactly_one_character(src) -> None:
+    # Graphite's meaning, as docs/http-api.md says; Metrictank's index would also match x.1, x.1a and x.1ab
+    assert one(src, "countSeries(x.1???)") == ("countSeries(x.1???)", TS, [1] * 5)
+    assert names(src, "x.1?") == ["x.1a"]
