@@ -580,6 +580,13 @@ def test_functions_document_matches_graphite_web_shape() -> None:
     assert "rangeOf" in doc["filterSeries"]["params"][1]["options"]
     assert doc["filterSeries"]["params"][2]["options"] == ["!=", "<", "<=", "=", ">", ">="]
     assert doc["transformNull"]["params"][1]["default"] == 0
+    assert doc["holtWintersForecast"]["params"][1] == {
+        "name": "bootstrapInterval",
+        "type": "interval",
+        "default": "7d",
+        "suggestions": ["7d", "30d"],
+    }
+    assert doc["interpolate"]["params"][1]["default"] == math.inf
     assert {doc[n]["group"] for n in ("unique", "removeZeroSeries", "averageAbove")} == {"Filter Series"}
     assert doc["cumulative"]["group"] == doc["substr"]["group"] == "Special"
     # a string that merely contains the word is left alone
