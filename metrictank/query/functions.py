@@ -17,6 +17,7 @@ their argument with a modified request context.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -58,19 +59,45 @@ class Param:
     required: bool = False
     default: Any = None
     multiple: bool = False
-    options: tuple[str, ...] = ()
+    options: tuple[Any, ...] = ()
+    suggestions: tuple[Any, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
+        """graphite-web's Param.toJSON: defaults keep their type (an infinite default is the float inf,
+        written 1e9999 by `dumps_functions` so Grafana reads Infinity), options include those of the type
+        (every aggregation function for aggFunc) sorted as strings, suggestions keep their order."""
         out: dict[str, Any] = {"name": self.name, "type": self.type}
         if self.required:
             out["required"] = True
         if self.default is not None:
-            out["default"] = "inf" if self.default == INF else self.default
+            out["default"] = self.default
         if self.multiple:
             out["multiple"] = True
-        if self.options:
-            out["options"] = sorted(self.options)
+        options = set(self.options) | set(_type_options(self.type))
+        if options:
+            out["options"] = sorted(options, key=str)
+        if self.suggestions:
+            out["suggestions"] = list(self.suggestions)
         return out
+
+
+def _type_options(ptype: str) -> tuple[str, ...]:
+    """Options graphite-web's parameter types carry themselves: aggFunc lists the aggregation functions,
+    aggOrSeriesFunc those plus every aggregating series function (sumSeries, ...)."""
+    if ptype == "aggFunc":
+        return _AGG_OPTIONS
+    if ptype == "aggOrSeriesFunc":
+        return _AGG_OPTIONS + tuple(n for n, f in FUNCTIONS.items() if f.aggregator and _is_callback(n))
+    return ()
+
+
+def _is_callback(name: str) -> bool:
+    """Whether groupByNode & co. accept the name as their callback (sumSeries yes, asPercent no)."""
+    try:
+        _check_callback(name)
+    except QueryError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +201,21 @@ def functions_json(group: str | None = None, grouped: bool = False) -> dict[str,
         else:
             out[name] = info
     return out
+
+
+_BARE_INFINITY = re.compile(r'"(?:[^"\\]|\\.)*"|-?Infinity')
+
+
+def dumps_functions(doc: Any) -> bytes:
+    """JSON of a `/functions` document as graphite-web writes it: an infinite default is `1e9999` (which
+    JSON parsers, Grafana's included, read as Infinity) instead of the invalid bare `Infinity` token."""
+    text = json.dumps(doc, separators=(",", ":"))
+    return _BARE_INFINITY.sub(_infinity_token, text).encode()
+
+
+def _infinity_token(m: re.Match[str]) -> str:
+    tok = m.group(0)
+    return tok if tok.startswith('"') else tok.replace("Infinity", "1e9999")  # strings stay as they are
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -758,7 +800,7 @@ def _summarize_prepare(ctx: EvalContext, args: dict[str, Any]) -> EvalContext:
     "summarize",
     [
         _SL,
-        Param("intervalString", "interval", required=True),
+        Param("intervalString", "interval", required=True, suggestions=("10min", "1h", "1d")),
         Param("func", "aggFunc", default="sum", options=_AGG_OPTIONS),
         Param("alignToFrom", "boolean", default=False),
     ],
@@ -834,6 +876,9 @@ def _dst_adjust(ctx: EvalContext, offset: int) -> int:
     return 0
 
 
+_SHIFT_SUGGESTIONS = ("1h", "6h", "12h", "1d", "2d", "7d", "14d", "30d")
+
+
 def _time_shift_prepare(ctx: EvalContext, args: dict[str, Any]) -> EvalContext:
     off = _time_shift_seconds(args["timeShift"])
     if args.get("alignDST"):
@@ -845,7 +890,7 @@ def _time_shift_prepare(ctx: EvalContext, args: dict[str, Any]) -> EvalContext:
     "timeShift",
     [
         _SL,
-        Param("timeShift", "interval", required=True),
+        Param("timeShift", "interval", required=True, suggestions=_SHIFT_SUGGESTIONS),
         Param("resetEnd", "boolean", default=True),
         Param("alignDST", "boolean", default=False),
     ],
@@ -1026,7 +1071,12 @@ def _moving(
     return out
 
 
-_WINDOW = Param("windowSize", "intOrInterval", required=True)
+_WINDOW = Param(
+    "windowSize",
+    "intOrInterval",
+    required=True,
+    suggestions=(5, 7, 10, "1min", "5min", "10min", "30min", "1hour"),
+)
 _XFF = Param("xFilesFactor", "float")
 
 
@@ -1367,7 +1417,13 @@ def convert_arg(fname: str, p: Param, node: Node) -> Any:
             parse_offset(text)
             return text
         raise bad("a number of points or an interval string")
+    if t == "date":
+        if isinstance(node, Literal) and node.kind in ("int", "string"):
+            return str(node.value)  # parsed against the request's clock where it is used
+        raise bad("a time such as '-1d', 'now' or epoch seconds")
     if t in ("string", "interval", "aggFunc", "aggOrSeriesFunc", "tag"):
+        if isinstance(node, Literal) and node.kind == "bool" and node.value in p.options:
+            return node.value  # a boolean option, such as smartSummarize's legacy alignTo=true
         text = node.value if isinstance(node, Literal) and node.kind == "string" else _bare_word(node)
         if not isinstance(text, str):
             raise bad("a string")
@@ -1379,7 +1435,7 @@ def convert_arg(fname: str, p: Param, node: Node) -> Any:
             _check_callback(text)
         if p.options and t == "string" and text not in p.options:
             raise QueryError(
-                f"{fname}: invalid {p.name} {text!r}, expected one of {', '.join(sorted(p.options))}"
+                f"{fname}: invalid {p.name} {text!r}, expected one of {', '.join(sorted(map(str, p.options)))}"
             )
         return text
     if t == "any":
@@ -1471,3 +1527,7 @@ def _bind_one(fname: str, bound: BoundCall, p: Param, nodes: list[Node]) -> None
     bound.values[p.name] = conv if p.multiple else conv[0]
     if not p.multiple and conv[0] is None and p.default is not None:
         bound.values[p.name] = p.default
+
+
+# functions beyond the core set, registered into FUNCTIONS by importing their modules
+from . import functions_combine, functions_filter, functions_holtwinters, functions_transform  # noqa: E402, F401

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from .encode import render_csv, render_json, render_msgpack, render_pickle
 from .engine import render, resolve_range
 from .errors import QueryError
-from .functions import FUNCTIONS, functions_json
+from .functions import FUNCTIONS, dumps_functions, functions_json
 from .match import parse_tag_expr, parse_tag_query
 from .series import tags_from_name
 from .source import FindNode, SeriesSource
@@ -352,14 +352,15 @@ def graphite_router(
     @router.api_route("/functions", methods=["GET", "POST"])
     async def functions_endpoint(request: Request) -> Response:
         p = await _params(request)
-        return _json(functions_json(_one(p, "group"), _bool(p, "grouped")))
+        body = dumps_functions(functions_json(_one(p, "group"), _bool(p, "grouped")))
+        return Response(body, media_type="application/json")
 
     @router.api_route("/functions/{name}", methods=["GET", "POST"])
     async def function_endpoint(name: str) -> Response:
         fdef = FUNCTIONS.get(name)
         if fdef is None:
             return PlainTextResponse(f"Function not found: {name}", status_code=404)
-        return _json(fdef.to_json())
+        return Response(dumps_functions(fdef.to_json()), media_type="application/json")
 
     return router
 

@@ -143,8 +143,12 @@ class _Parser:
         out: list[str] = []
         while self.i < len(self.s):
             ch = self.s[self.i]
-            if ch == "\\" and self.i + 1 < len(self.s) and self.s[self.i + 1] in (quote, "\\"):
-                out.append(self.s[self.i + 1])
+            if ch == "\\" and self.i + 1 < len(self.s):
+                # graphite-web keeps a string's text verbatim (its grammar returns what is between the
+                # quotes): a backslash only stops the next character from ending the string. So 'it\'s'
+                # is it\'s, and aliasSub's "\\1X" reaches re.sub with both backslashes (a literal \1X),
+                # exactly as a dashboard written for graphite-web expects
+                out.append(self.s[self.i : self.i + 2])
                 self.i += 2
                 continue
             if ch == quote:

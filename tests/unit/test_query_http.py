@@ -251,11 +251,29 @@ def test_functions_listing(client) -> None:
     doc = client.get("/functions").json()
     for name in ("sumSeries", "aliasByNode", "movingAverage", "seriesByTag", "summarize", "timeShift"):
         assert doc[name]["name"] == name
-    assert doc["summarize"]["params"][1] == {"name": "intervalString", "type": "interval", "required": True}
+    assert doc["summarize"]["params"][1] == {
+        "name": "intervalString",
+        "type": "interval",
+        "required": True,
+        "suggestions": ["10min", "1h", "1d"],
+    }
+    # groupByNode's callback: graphite-web's aggregation functions and the aggregating series functions
+    callbacks = doc["groupByNode"]["params"][2]["options"]
+    assert {"average", "sumSeries", "countSeries"} <= set(callbacks) and "asPercent" not in callbacks
     grouped = client.get("/functions", params={"grouped": "true"}).json()
     assert "sumSeries" in grouped["Combine"]
     assert client.get("/functions/scale").json()["group"] == "Transform"
     assert client.get("/functions/nosuch").status_code == 404
+
+
+def test_functions_listing_writes_an_infinite_default_as_graphite_web_does(client) -> None:
+    # graphite-web's encoder writes 1e9999, which JSON.parse (Grafana) reads as Infinity; a bare Infinity
+    # token would not be JSON at all
+    r = client.get("/functions/keepLastValue")
+    assert r.headers["content-type"].startswith("application/json")
+    assert '{"name":"limit","type":"intOrInf","default":1e9999}' in r.text
+    assert r.json()["params"][1]["default"] == float("inf")
+    assert "1e9999" in client.get("/functions", params={"group": "Transform"}).text
 
 
 def test_json_numbers_are_plain_and_round_trip(src) -> None:

@@ -44,7 +44,17 @@ def test_strings_numbers_booleans_and_kwargs() -> None:
 def test_quoted_strings_keep_commas_and_parens_and_escapes() -> None:
     node = parse_target(r"aliasSub(a.b, '(\w+),x', 'it\'s \1')")
     assert node.args[1].value == r"(\w+),x"
-    assert node.args[2].value == r"it's \1"
+    # graphite-web keeps the text between the quotes verbatim: the backslash stays
+    assert node.args[2].value == r"it\'s \1"
+
+
+def test_backslashes_in_strings_are_not_unescaped() -> None:
+    node = parse_target(r'aliasSub(a.b.*, "(c)", "\\1X")')
+    assert node.args[2].value == "\\\\1X"  # two backslashes, as typed
+    assert parse_target(r"alias(x, 'it\'s')").args[1].value == "it\\'s"
+    # an escaped quote does not end the string; an escaped backslash before the quote does not escape it
+    assert parse_target(r'alias(x, "a\"b")').args[1].value == 'a\\"b'
+    assert parse_target(r"alias(x, 'a\\')").args[1].value == "a\\\\"
 
 
 def test_number_like_path_nodes_stay_paths() -> None:
