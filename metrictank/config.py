@@ -149,6 +149,16 @@ def _replication(v: str) -> str | None:
     return "must be `SimpleStrategy <rf>` or `NetworkTopologyStrategy <dc>:<rf>,...`"
 
 
+def _trust_list(v: str) -> str | None:
+    for item in filter(None, (x.strip() for x in v.split(","))):
+        if item.startswith("re:"):
+            try:
+                re.compile(item[3:])
+            except re.error as e:
+                return f"bad regular expression {item[3:]!r}: {e}"
+    return None
+
+
 def _listen(v: str) -> str | None:
     host, sep, port = v.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -308,6 +318,7 @@ OPTIONS: tuple[Option, ...] = (
         "Other instances whose persist messages may raise saved marks, besides this instance and its peers "
         "(their names are learned from their /node): comma-separated names, shell globs (mt-*) or re:<regex>. "
         "Announcements of other instances are counted and ignored; * trusts everyone.",
+        _trust_list,
     ),
     _o(
         "kafka-cluster",

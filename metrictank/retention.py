@@ -370,6 +370,10 @@ class Schemas:
     def all_chunkspans(self) -> list[int]:
         return sorted({r.chunkspan for r in self._all()})
 
+    def raw_retentions(self) -> list[Retention]:
+        """The raw archive of every schema (the fallback's included)."""
+        return [s.retentions[0] for s in [*self.schemas, self.default]]
+
     def all_ttls(self) -> list[int]:
         """Every distinct archive TTL (they name the Cassandra tables)."""
         return sorted({r.ttl for r in self._all()})

@@ -33,6 +33,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaExcepti
 from metrictank.input.kafka import consumer_config, start_offsets
 from metrictank.schema import DecodeError, decode_persist, encode_persist
 from metrictank.schema.persist import decode_persist_items
+from metrictank.stats import Stats, by_label
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,33 @@ class PersistNotifier:
         self._lock = threading.RLock()
         self._unsent: dict[int, dict[str, int]] = {}  # partition -> amkey -> highest t0 not yet handed over
         self._failed: deque[tuple[int, bytes]] = deque()  # (partition, payload) of failed deliveries
+
+    def register_stats(self, stats: Stats) -> None:
+        stats.counter(
+            "cluster.notifier.kafka.messages-published",
+            "persist messages sent",
+            lambda: self.messages_published,
+        )
+        stats.counter(
+            "cluster.notifier.kafka.delivery-errors",
+            "persist messages the broker did not acknowledge (sent again)",
+            lambda: self.errors,
+        )
+        stats.counter(
+            "cluster.notifier.kafka.messages-deferred",
+            "persist messages kept for later because the producer queue was full",
+            lambda: self.messages_deferred,
+        )
+        stats.counter(
+            "cluster.notifier.kafka.messages-dropped",
+            "persist messages the producer refused outright",
+            lambda: self.messages_dropped,
+        )
+        stats.gauge(
+            "cluster.notifier.kafka.backlog-chunks",
+            "saved chunks not announced yet (broker unreachable or producer queue full)",
+            lambda: self.backlog_chunks,
+        )
 
     def _delivered(self, err, msg) -> None:
         """librdkafka callback (inside poll/flush, any thread): a lost message goes back to the backlog."""
@@ -378,6 +406,35 @@ class PersistListener:
         """Messages that could not be decoded at all (the sum of the `UNDECODABLE` reasons)."""
         return sum(self.decode_errors_by_reason.get(r, 0) for r in UNDECODABLE)
 
+    def register_stats(self, stats: Stats) -> None:
+        stats.counter(
+            "cluster.notifier.all.messages-received",
+            "persist messages received",
+            lambda: self.messages_received,
+        )
+        stats.counter(
+            "cluster.notifier.foreign_chunks",
+            "saved chunks announced by other instances",
+            lambda: self.foreign_chunks,
+        )
+        stats.counter(
+            "cluster.notifier.all.messages-dropped",
+            "persist messages dropped whole, by reason",
+            lambda: by_label(self.decode_errors_by_reason),
+            ("reason",),
+        )
+        stats.counter(
+            "cluster.notifier.all.chunks-dropped",
+            "saved-chunk entries of persist messages dropped, by reason",
+            lambda: by_label(self.chunks_dropped_by_reason),
+            ("reason",),
+        )
+        stats.gauge(
+            "cluster.notifier.untrusted-instances",
+            "instances whose persist messages are not trusted to raise saved marks",
+            lambda: len(self.untrusted_writers),
+        )
+
     def set_known(self, names: Iterable[str]) -> None:
         """Replace the runtime-learned trusted names (peers' instance names); thread-safe.
 
@@ -586,6 +643,7 @@ class PersistListener:
         mine = set(partitions)
         out = {}
         for name, seen in list(self.writers.items()):
+            seen = dict(seen)  # one C-level copy: the main loop may add a partition meanwhile
             parts = sorted(p for p, t in seen.items() if p in mine and now - t <= within)
             if parts:
                 out[name] = (parts, now - max(seen[p] for p in parts))

@@ -37,6 +37,7 @@ class IngestLoop:
         persister,
         node,
         listener,
+        notifier=None,
         heap,
         systemd,
         clock: Callable[[], float],
@@ -52,6 +53,7 @@ class IngestLoop:
         self.persister = persister
         self.node = node
         self.listener = listener
+        self.notifier = notifier
         self.heap = heap
         self.systemd = systemd
         self.clock = clock
@@ -189,6 +191,8 @@ class IngestLoop:
                         "demote one of them",
                         ", ".join(f"{n} {p}" for n, (p, _a) in others.items()),
                     )
+        if self.notifier is not None:
+            self.notifier.pump()  # persist messages deferred while the broker was unreachable or the queue full
         self.consumer.sample_lag()
         self.consumer.check_stall()
         self.node.update(self.consumer.lag.priority(), self.broker_reachable())

@@ -17,7 +17,7 @@ from metrictank import __version__
 from metrictank.api.source import InstanceSource
 from metrictank.cluster.node import Node, data_complete_wait
 from metrictank.cluster.peers import fetch_peers, parse_peers
-from metrictank.cluster.persist import PersistListener, PersistNotifier
+from metrictank.cluster.persist import PersistListener, PersistNotifier, max_future_for, parse_trust
 from metrictank.cluster.persister import Persister
 from metrictank.cluster.promotion import PeerView, PromotionInputs, promotion_reasons
 from metrictank.config import Config
@@ -90,6 +90,13 @@ class Instance:
         if kc.enabled:
             brokers = kc.brokers or kin.brokers
             self.notifier = PersistNotifier(brokers, kc.topic, self.name)
+            # Who may raise saved marks: this node, its peers (names learned from their /node) and
+            # `trusted-instances`; a foreign announcement is counted and ignored (docs/operations.md).
+            names, patterns = parse_trust(kc.trusted_instances)
+            trusted: set[str] | None = names
+            if "*" in patterns:  # trust every instance: the policy is off
+                trusted, patterns = None, []
+            raw_ttls = [r.ttl for r in self.schemas.raw_retentions()]
             self.listener = PersistListener(
                 brokers,
                 kc.topic,
@@ -97,6 +104,9 @@ class Instance:
                 kc.offset,
                 lambda saved: self.loop.apply_saved(saved),
                 self.name,
+                trusted_instances=trusted,
+                trust_patterns=patterns,
+                max_future=kc.max_future_t0 or max_future_for(raw_ttls, self.schemas.max_chunkspan()),
             )
         self.systemd = SystemdNotifier()
         self.heap = HeapTrimmer()
@@ -109,6 +119,7 @@ class Instance:
             persister=self.persister,
             node=self.node,
             listener=self.listener,
+            notifier=self.notifier,
             heap=self.heap,
             systemd=self.systemd,
             clock=clock,
@@ -139,7 +150,8 @@ class Instance:
         self._register_stats()
         self._server = None
         self._server_thread: threading.Thread | None = None
-        self.writes_dropped_on_demote = 0
+        self._known_peers: set[str] = set()
+        self._peer_watch_stop = threading.Event()
 
     # figures the integration tests and the CLI read
     @property
@@ -191,6 +203,10 @@ class Instance:
     def start(self, serve_http: bool = True) -> None:
         if serve_http:
             self._start_http()
+        if self.listener is not None and self.peers:
+            # learn the peers' names before the backlog, so their marks apply at once
+            self.learn_peers(fetch_peers(self.peers, self.cfg.cluster.peer_timeout))
+            threading.Thread(target=self._watch_peers, name="peer-watch", daemon=True).start()
         if self.listener is not None:
             self.listener.consume_backlog(self.cfg.kafka_cluster.backlog_process_timeout)
         self.node.persist_backlog_done = True
@@ -199,6 +215,21 @@ class Instance:
         log.info(
             "instance %s started: primary=%s partitions=%s", self.name, self.node.primary, self.partitions
         )
+
+    def learn_peers(self, statuses) -> None:
+        """Peers' names (from their /node) are trusted to raise saved marks; names once seen stay trusted, so a
+        peer that is briefly unreachable does not lose its trust."""
+        names = {str(p.node["name"]) for p in statuses if p.reachable and p.node.get("name")}
+        if self.listener is not None and not names <= self._known_peers:
+            self._known_peers |= names
+            self.listener.set_known(self._known_peers)
+
+    def _watch_peers(self, every: float = 5.0) -> None:
+        while not self._peer_watch_stop.wait(every):
+            try:
+                self.learn_peers(fetch_peers(self.peers, self.cfg.cluster.peer_timeout))
+            except Exception:  # noqa: BLE001 - an informative thread: never let it die
+                log.exception("peer poll failed")
 
     def _start_http(self) -> None:
         import uvicorn
@@ -236,6 +267,7 @@ class Instance:
         consumer left to the process exit."""
         timeout = self.cfg.store.drain_timeout if drain_timeout is None else drain_timeout
         self.stop_event.set()
+        self._peer_watch_stop.set()
         loop_wait = max(30.0, timeout)
         loop_stopped = self.stopped.wait(loop_wait) if self.loop.running else True
         if not loop_stopped:
@@ -277,6 +309,8 @@ class Instance:
 
     def promotion_inputs(self) -> PromotionInputs:
         """What the promotion policy decides on: this node's state and what its peers say now."""
+        statuses = fetch_peers(self.peers, self.cfg.cluster.peer_timeout)
+        self.learn_peers(statuses)
         peers = [
             PeerView(
                 name=str(p.node.get("name") or p.url),
@@ -286,7 +320,7 @@ class Instance:
                 partitions=tuple(p.partitions),
                 pending_writes=int(p.node.get("pendingWrites") or 0),
             )
-            for p in fetch_peers(self.peers, self.cfg.cluster.peer_timeout)
+            for p in statuses
         ]
         window = self.cfg.cluster.foreign_writer_window
         return PromotionInputs(
@@ -338,7 +372,8 @@ class Instance:
             discard = getattr(self.store, "discard_pending", None)
             if discard is not None:
                 dropped = discard()
-                self.writes_dropped_on_demote += dropped
+                # writes already sent when the drain timed out settle (or fail without a retry)
+                left = self.store.drain(self.cfg.cassandra.timeout + 1.0)
                 log.warning(
                     "demotion: %d chunk writes not drained after %.0fs were dropped (the new primary writes them)",
                     dropped,
@@ -367,6 +402,7 @@ class Instance:
                 "brokerReachable": self.node.broker_reachable,
                 "brokerUnreachableSeconds": round(self.consumer.probe.unreachable_for(), 1),
                 "pendingWrites": self.store.pending(),
+                "untrustedWriters": self.listener.untrusted_json() if self.listener is not None else {},
                 "chunksSkippedPartial": self.persister.skipped_partial,
                 "chunksQueued": self.persister.queued,
                 "savedMarks": self.tank.saved_summary(),
@@ -403,6 +439,7 @@ class Instance:
 
     def cluster_json(self) -> dict:
         peers = fetch_peers(self.peers, self.cfg.cluster.peer_timeout)
+        self.learn_peers(peers)
         return {
             "name": self.cfg.cluster.name,
             "self": self.node_json(),
@@ -420,34 +457,16 @@ class Instance:
         self.loop.register_stats(s)
         self.persister.register_stats(s)
         self.node.register_stats(s)
-        s.gauge("store.write_queue.items", "chunk writes queued or in flight", lambda: self.store.pending())
-        s.counter(
-            "store.writes_dropped_on_demote",
-            "chunk writes dropped because a demotion's drain timed out",
-            lambda: self.writes_dropped_on_demote,
-        )
         s.gauge(
             "cluster.self.data_complete_promotion_wait",
             "seconds until every chunk this node would save was seen from its start",
             self.data_complete_wait,
         )
         s.counter("process.stats_read_errors", "metric families left out of a scrape", lambda: s.read_errors)
+        register = getattr(self.store, "register_stats", None)
+        if register is not None:
+            register(s)
         if self.notifier is not None:
-            n = self.notifier
-            s.counter(
-                "cluster.notifier.kafka.messages-published",
-                "persist messages sent",
-                lambda: n.messages_published,
-            )
+            self.notifier.register_stats(s)
         if self.listener is not None:
-            li = self.listener
-            s.counter(
-                "cluster.notifier.all.messages-received",
-                "persist messages received",
-                lambda: li.messages_received,
-            )
-            s.counter(
-                "cluster.notifier.foreign_chunks",
-                "saved chunks announced by other instances",
-                lambda: li.foreign_chunks,
-            )
+            self.listener.register_stats(s)

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from metrictank.stats import Stats, by_label
 from metrictank.store.base import ChunkWrite, SavedCallback, StoreClosed
 from metrictank.store.queues import WriteQueues
 
@@ -87,7 +88,38 @@ class QueuedStore:
     def pending(self) -> int:
         return self._outstanding
 
-    # -- counters (registered as metrics by the instance) ------------------------------------------------
+    # -- counters ----------------------------------------------------------------------------------------
+    def register_stats(self, stats: Stats) -> None:
+        """Metrictank's `store.chunk_operations.*` figures (save_fail by reason), and the queue depth."""
+        stats.gauge("store.write_queue.items", "chunk writes queued or in flight", self.pending)
+        stats.counter("store.chunk_operations.save_ok", "chunks written", lambda: self.chunks_written)
+        stats.counter(
+            "store.chunk_operations.save_fail",
+            "failed chunk write attempts, by reason",
+            lambda: by_label(self.write_errors_by_reason),
+            ("reason",),
+        )
+        stats.counter(
+            "store.chunk_operations.retries",
+            "chunk writes sent again after a failure",
+            lambda: self.write_retries,
+        )
+        stats.counter(
+            "store.chunk_operations.dropped",
+            "chunk writes dropped after a demotion's drain timed out",
+            lambda: self.writes_dropped,
+        )
+        stats.counter(
+            "store.chunk_operations.abandoned",
+            "chunk writes given up at close",
+            lambda: self.writes_abandoned,
+        )
+        stats.counter(
+            "store.write_queue.blocked_puts",
+            "times the main loop waited for room",
+            lambda: self._queues.blocked_puts,
+        )
+
     @property
     def chunks_written(self) -> int:
         """Chunks confirmed written."""

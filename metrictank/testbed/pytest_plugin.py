@@ -316,7 +316,9 @@ class PrivateServers:
 
         admin = AdminClient({"bootstrap.servers": self.kafka})
         name = f"test-{uuid.uuid4().hex[:12]}"
-        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(30)
+        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(
+            30
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             md = admin.list_topics(timeout=5).topics.get(name)
