@@ -372,6 +372,51 @@ OPTIONS: tuple[Option, ...] = (
         "shared partition within this window: it may still be primary. 0 disables the check.",
         _non_negative,
     ),
+    _o(
+        "cluster",
+        "lease",
+        "bool",
+        True,
+        "Hold the right to write a set of partitions as a lease in the store (Cassandra lightweight transactions, "
+        "or a transaction on the shared SQLite file), with an epoch that rises at every change of holder. A "
+        "primary that cannot prove it holds the lease writes nothing; promotion takes the lease (409 while "
+        "another live node holds it, unless force). Turn off only for clusters whose writers cannot share it.",
+    ),
+    _o(
+        "cluster",
+        "lease-duration",
+        "duration",
+        10.0,
+        "How long a lease lasts without renewal; the holder renews it every third of this. A dead primary is "
+        "replaced after at most this plus lease-margin.",
+        _positive,
+    ),
+    _o(
+        "cluster",
+        "lease-margin",
+        "duration",
+        2.0,
+        "Safety margin for clock drift and pauses: the holder stops writing this long before its lease expires, "
+        "and a candidate takes an expired lease only this long after. Must be less than half lease-duration.",
+        _non_negative,
+    ),
+    _o(
+        "cluster",
+        "failover",
+        "str",
+        "manual",
+        "manual: a person promotes (POST /node primary=true). auto: a qualifying secondary takes the lease "
+        "and promotes itself when the primary's lease expires (the most caught-up first).",
+        _one_of("manual", "auto"),
+    ),
+    _o(
+        "cluster",
+        "failover-hold-off",
+        "duration",
+        60.0,
+        "In auto mode, a demoted node does not take the lease back within this time.",
+        _non_negative,
+    ),
     # --- store
     _o(
         "store",
@@ -629,6 +674,14 @@ def _check_cross(values: dict[str, dict[str, Any]]) -> None:
         raise ConfigError(f"instance: {inst!r} must be non-empty letters, digits, '_', '.', ':' or '-'")
     if not values["kafka-mdm-in"]["topics"].strip():
         raise ConfigError("kafka-mdm-in.topics: at least one topic is needed")
+    c = values["cluster"]
+    if c["lease-margin"] * 2 >= c["lease-duration"]:
+        raise ConfigError(
+            f"cluster.lease-margin: {c['lease-margin']}s must be less than half cluster.lease-duration "
+            f"({c['lease-duration']}s)"
+        )
+    if c["failover"] == "auto" and not c["lease"]:
+        raise ConfigError("cluster.failover: auto needs cluster.lease = true")
 
 
 def reference_markdown() -> str:

@@ -70,10 +70,12 @@ class PersistNotifier:
         producer_factory: Callable[[dict], Producer] = Producer,
         *,
         max_block: float = 0.1,
+        epoch: Callable[[], int] | None = None,
     ) -> None:
         self.topic = topic
         self.instance = instance
         self.max_block = max_block
+        self.epoch = epoch  # this writer's primary lease epoch, carried in every message (0: none)
         self._producer = producer_factory(
             {
                 "bootstrap.servers": brokers,
@@ -206,7 +208,7 @@ class PersistNotifier:
 
     def _produce(self, partition: int, part: list[tuple[str, int]], deadline: float) -> bool:
         """Hand one message to the producer; False (nothing sent) when its queue stays full past `deadline`."""
-        payload = encode_persist(self.instance, part)
+        payload = encode_persist(self.instance, part, self.epoch() if self.epoch is not None else 0)
         while True:
             try:
                 self._producer.produce(self.topic, payload, partition=partition, on_delivery=self._delivered)
@@ -365,6 +367,7 @@ class PersistListener:
         # other instances that announced writes (trusted or not): name -> partition -> monotonic time last seen
         self.writers: dict[str, dict[int, float]] = {}
         self.foreign_chunks = 0
+        self.max_epoch: dict[int, int] = {}  # partition -> highest lease epoch announced by a trusted writer
         self.max_future = max_future
         self.quarantine_max = quarantine_max
         self._clock = clock
@@ -537,6 +540,14 @@ class PersistListener:
             self._drop_message("untrusted-instance", m, f"instance {instance!r}", level=logging.DEBUG)
             self._drop_chunks("untrusted-instance", len(chunks), None)
             return
+        if batch.epoch and chunks:
+            # Trusted writers only: a lower epoch than one already seen on this partition is a holder that lost
+            # the lease announcing late; its marks are dropped (at worst the chunk is written again).
+            p = m.partition()
+            if batch.epoch < self.max_epoch.get(p, 0):
+                self._drop_chunks("stale-epoch", len(chunks), m)
+                return
+            self.max_epoch[p] = batch.epoch
         self.chunks_received += len(chunks)
         if chunks:
             origins.append((m.partition(), m.offset(), len(saved)))

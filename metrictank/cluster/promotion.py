@@ -24,6 +24,8 @@ class PeerView:
     primary: bool = False
     partitions: tuple[int, ...] = ()
     pending_writes: int = 0  # chunk writes still queued or in flight on that peer
+    priority: int = 10000
+    candidate: bool = False  # qualifies to take over (auto failover)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from metrictank import __version__
 from metrictank.api.source import InstanceSource
+from metrictank.cluster.failover import Failover
+from metrictank.cluster.lease import CassandraLeases, Lease, SQLiteLeases, lease_name
 from metrictank.cluster.node import Node, data_complete_wait
 from metrictank.cluster.peers import fetch_peers, parse_peers
 from metrictank.cluster.persist import PersistListener, PersistNotifier, max_future_for, parse_trust
@@ -83,13 +85,22 @@ class Instance:
         self.peers = parse_peers(cfg.cluster.peers)
 
         self.store = self._open_store()
-        self.persister = Persister(self.tank, self.store, lambda: self.node.primary)
+        self.lease = self._open_lease()
+        # the fence: a primary plans and queues writes only while it can prove it holds the lease
+        self.persister = Persister(self.tank, self.store, self._may_persist)
+        if self.lease is not None:
+            self.store.set_write_gate(self.lease.valid)
         kc = cfg.kafka_cluster
         self.notifier: PersistNotifier | None = None
         self.listener: PersistListener | None = None
         if kc.enabled:
             brokers = kc.brokers or kin.brokers
-            self.notifier = PersistNotifier(brokers, kc.topic, self.name)
+            self.notifier = PersistNotifier(
+                brokers,
+                kc.topic,
+                self.name,
+                epoch=(lambda: self.lease.epoch) if self.lease is not None else None,
+            )
             # Who may raise saved marks: this node, its peers (names learned from their /node) and
             # `trusted-instances`; a foreign announcement is counted and ignored (docs/operations.md).
             names, patterns = parse_trust(kc.trusted_instances)
@@ -146,6 +157,17 @@ class Instance:
                 timeout=cfg.cluster.peer_timeout,
             )
 
+        self.failover: Failover | None = None
+        if self.lease is not None:
+            self.failover = Failover(
+                self.lease,
+                self.node,
+                mode=cfg.cluster.failover,
+                hold_off=cfg.cluster.failover_hold_off,
+                inputs=self.promotion_inputs,
+                promote=lambda: self.node.set_primary(True),
+                lost=self._lease_lost,
+            )
         self.stats = Stats()
         self._register_stats()
         self._server = None
@@ -191,6 +213,36 @@ class Instance:
             write_queue_size=s.write_queue_size,
         )
 
+    def _open_lease(self) -> Lease | None:
+        c = self.cfg.cluster
+        if not c.lease:
+            return None
+        if self.cfg.store.backend == "cassandra":
+            backend = CassandraLeases(
+                self.store.session, self.cfg.cassandra.keyspace, self.cfg.cassandra.timeout
+            )
+        else:
+            backend = SQLiteLeases(self.cfg.sqlite.path, timeout=5.0)
+        return Lease(
+            backend,
+            lease_name(c.name, self.partitions),
+            self.name,
+            duration=c.lease_duration,
+            margin=c.lease_margin,
+        )
+
+    def _may_persist(self) -> bool:
+        return self.node.primary and (self.lease is None or self.lease.valid())
+
+    def _lease_lost(self, why: str) -> None:
+        """Someone else holds the lease: stop being primary and drop what is queued (it must not be written
+        late over the new primary's chunks; the new primary holds those chunks and writes them)."""
+        self.node.set_primary(False)
+        self.persister.wait_idle(5.0)
+        discard = getattr(self.store, "discard_pending", None)
+        dropped = discard() if discard is not None else 0
+        log.error("self-demoted (%s); %d queued chunk writes dropped", why, dropped)
+
     def _on_saved(self, writes) -> None:
         """Store I/O thread: chunks are durable; announce them (or, without Kafka notifications, hand the marks
         to the main loop; never take the tank lock here: the loop may be waiting for this thread's progress)."""
@@ -212,6 +264,10 @@ class Instance:
         self.node.persist_backlog_done = True
         self.consumer.start()
         self.node.data_consumption_started()
+        if self.failover is not None:
+            if self.node.primary:  # started as primary: take the lease (or step down) before the first write
+                self.failover.step()
+            self.failover.start()
         log.info(
             "instance %s started: primary=%s partitions=%s", self.name, self.node.primary, self.partitions
         )
@@ -268,6 +324,8 @@ class Instance:
         timeout = self.cfg.store.drain_timeout if drain_timeout is None else drain_timeout
         self.stop_event.set()
         self._peer_watch_stop.set()
+        if self.failover is not None:
+            self.failover.stop()
         loop_wait = max(30.0, timeout)
         loop_stopped = self.stopped.wait(loop_wait) if self.loop.running else True
         if not loop_stopped:
@@ -319,6 +377,8 @@ class Instance:
                 primary=p.primary,
                 partitions=tuple(p.partitions),
                 pending_writes=int(p.node.get("pendingWrites") or 0),
+                priority=int(p.node.get("priority", 10000) or 0),
+                candidate=bool((p.node.get("failover") or {}).get("candidate")),
             )
             for p in statuses
         ]
@@ -334,7 +394,8 @@ class Instance:
             recent_writers=(
                 self.listener.recent_writers(self.partitions, window) if self.listener is not None else {}
             ),
-            foreign_writer_window=window if self.listener is not None else 0.0,
+            # with the lease, exclusivity is proven by the store; recent announcements need not be waited out
+            foreign_writer_window=window if self.listener is not None and self.lease is None else 0.0,
         )
 
     def promotion_checks(self) -> list[str]:
@@ -348,10 +409,20 @@ class Instance:
         if reasons and not force:
             log.info("promotion refused: %s", "; ".join(reasons))
             return False, reasons
+        if self.lease is not None:
+            try:
+                ok, why = self.lease.acquire(force=force)
+            except Exception as e:  # noqa: BLE001 - the store (the lease's home) is unreachable
+                ok, why = False, f"the lease store is unreachable: {type(e).__name__}: {e}"
+            if not ok:
+                log.info("promotion refused: %s", why)
+                return False, [*reasons, why]
         if reasons:
             log.warning("FORCED promotion despite: %s", "; ".join(reasons))
         self.node.set_primary(True)
-        log.info("promoted to primary")
+        log.info(
+            "promoted to primary%s", f" (lease epoch {self.lease.epoch})" if self.lease is not None else ""
+        )
         return True, []
 
     def demote(self) -> tuple[bool, str]:
@@ -380,6 +451,13 @@ class Instance:
                     timeout,
                 )
         unsent = self.notifier.flush(10) if self.notifier is not None else 0
+        if self.failover is not None:
+            self.failover.demoted()
+        if self.lease is not None and not self.node.primary:
+            try:
+                self.lease.release()  # the next primary need not wait for the expiry
+            except Exception as e:  # noqa: BLE001 - it expires by itself
+                log.warning("lease release failed (it expires in %.0fs): %s", self.lease.duration, e)
         if changed:
             log.info("demoted to secondary; %d writes left, %d persist messages unsent", left, unsent)
         if left or unsent:
@@ -403,6 +481,9 @@ class Instance:
                 "brokerUnreachableSeconds": round(self.consumer.probe.unreachable_for(), 1),
                 "pendingWrites": self.store.pending(),
                 "untrustedWriters": self.listener.untrusted_json() if self.listener is not None else {},
+                "failover": self.failover.as_json()
+                if self.failover is not None
+                else {"mode": "manual", "lease": None},
                 "chunksSkippedPartial": self.persister.skipped_partial,
                 "chunksQueued": self.persister.queued,
                 "savedMarks": self.tank.saved_summary(),
@@ -462,6 +543,8 @@ class Instance:
             "seconds until every chunk this node would save was seen from its start",
             self.data_complete_wait,
         )
+        if self.failover is not None:
+            self.failover.register_stats(s)
         s.counter("process.stats_read_errors", "metric families left out of a scrape", lambda: s.read_errors)
         register = getattr(self.store, "register_stats", None)
         if register is not None:

@@ -50,8 +50,12 @@ def go_json_string(s: str) -> str:
     return '"' + _GO_ESCAPE_RE.sub(_escape_char, s) + '"'
 
 
-def encode_persist(instance: str, saved: list[tuple[str, int]]) -> bytes:
-    """``0x01{"instance":..,"saved_chunks":[{"key":..,"t0":..},..]}\\n`` (Go ``PersistMessageBatch``)."""
+def encode_persist(instance: str, saved: list[tuple[str, int]], epoch: int = 0) -> bytes:
+    """``0x01{"instance":..,"saved_chunks":[{"key":..,"t0":..},..]}\\n`` (Go ``PersistMessageBatch``).
+
+    With `epoch` > 0 (the writer's primary lease epoch) an `"epoch"` field follows `saved_chunks`: Go's decoder
+    ignores unknown fields, so Metrictank nodes read the message as before; without it the bytes are exactly
+    Metrictank's."""
     chunks = []
     for key, t0 in saved:
         if type(t0) is not int and not hasattr(t0, "__index__"):
@@ -60,7 +64,8 @@ def encode_persist(instance: str, saved: list[tuple[str, int]]) -> bytes:
         if not 0 <= t0 <= _U32_MAX:
             raise ValueError(f"t0 {t0} out of uint32 range")
         chunks.append(f'{{"key":{go_json_string(str(key))},"t0":{t0}}}')
-    body = f'{{"instance":{go_json_string(instance)},"saved_chunks":[{",".join(chunks)}]}}\n'
+    tail = f',"epoch":{int(epoch)}' if epoch > 0 else ""
+    body = f'{{"instance":{go_json_string(instance)},"saved_chunks":[{",".join(chunks)}]{tail}}}\n'
     return b"\x01" + body.encode("utf-8")
 
 
@@ -82,7 +87,7 @@ def decode_persist(b: bytes) -> tuple[str, list[tuple[str, int]]]:
     caller (``AMKey.parse`` raises ``DecodeError``). Raises :class:`DecodeError` for garbage, an unknown
     version byte, or a t0 that is not a uint32 (Go's ``json.Unmarshal`` fails the whole batch then).
     """
-    instance, items = _decode_envelope(b)
+    instance, items, epoch = _decode_envelope(b)
     saved: list[tuple[str, int]] = []
     for c in items:
         key, t0, reason = _item(c)
@@ -98,6 +103,7 @@ class PersistBatch(NamedTuple):
     instance: str
     saved: list[tuple[str, int]]
     rejected: dict[str, int]
+    epoch: int = 0  # the writer's primary lease epoch; 0 when absent (Metrictank nodes, older versions)
 
 
 def decode_persist_items(b: bytes, validate_keys: bool = True) -> PersistBatch:
@@ -109,7 +115,7 @@ def decode_persist_items(b: bytes, validate_keys: bool = True) -> PersistBatch:
     Metrictank AMKey ``<org>.<32 hex>[_<method>_<span>]``), ``invalid-t0`` (not a uint32). The envelope must
     still be valid: ``empty``, ``unknown-version`` and ``invalid-json`` raise :class:`DecodeError`.
     """
-    instance, items = _decode_envelope(b)
+    instance, items, epoch = _decode_envelope(b)
     saved: list[tuple[str, int]] = []
     rejected: dict[str, int] = {}
     for c in items:
@@ -123,11 +129,11 @@ def decode_persist_items(b: bytes, validate_keys: bool = True) -> PersistBatch:
             saved.append((key, t0))
         else:
             rejected[reason] = rejected.get(reason, 0) + 1
-    return PersistBatch(instance, saved, rejected)
+    return PersistBatch(instance, saved, rejected, epoch)
 
 
-def _decode_envelope(b: bytes) -> tuple[str, list]:
-    """Version byte, JSON, instance and the raw saved_chunks list; raises :class:`DecodeError`."""
+def _decode_envelope(b: bytes) -> tuple[str, list, int]:
+    """Version byte, JSON, instance, the raw saved_chunks list and the epoch; raises :class:`DecodeError`."""
     if not b:
         raise DecodeError("empty", "empty persist message")
     if b[0] != PERSIST_MESSAGE_BATCH_V1:
@@ -149,7 +155,10 @@ def _decode_envelope(b: bytes) -> tuple[str, list]:
         raw = []
     if type(raw) is not list:
         raise DecodeError("invalid-json", "saved_chunks: expected an array")
-    return instance, raw
+    epoch = obj.get("epoch", 0)
+    if type(epoch) is not int or not 0 <= epoch < 1 << 63:
+        raise DecodeError("invalid-json", "epoch: expected a non-negative integer")
+    return instance, raw, epoch
 
 
 def _item(c: object) -> tuple[str, int, str | None]:

@@ -507,7 +507,13 @@ class CassandraStore(QueuedStore):
         return reqs
 
     def _send(self, req: _Req, skipped: list[ChunkWrite]) -> None:
-        """Bind (relative TTL recomputed at every attempt) and fire one request."""
+        """Bind (relative TTL recomputed at every attempt) and fire one request; while the write gate is closed
+        (fenced: the primary lease is not provably ours) it waits among the retries instead."""
+        if not self._may_write():
+            self._counters["fenced"] += len(req.writes)
+            heapq.heappush(self._retry, (time.monotonic() + 0.2, next(self._seq), req))
+            self._retrying += len(req.writes)
+            return
         now = int(self._clock())
         self._inflight.add(req)
         self._inflight_writes += len(req.writes)

@@ -34,6 +34,7 @@ COUNTERS = (
     "dropped",  # writes dropped by `discard_pending` (queued, held or awaiting a retry)
     "on_saved_errors",  # exceptions raised by the on_saved callback
     "bytes_saved",
+    "fenced",  # write attempts held back because the write gate (the primary lease) was closed
 )
 
 
@@ -48,6 +49,7 @@ class QueuedStore:
         self._outstanding = 0
         self._closed = False
         self._counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._gate: Callable[[], bool] | None = None
         #: failed chunk write attempts by reason (`timeout`, `write-timeout`, `unavailable`, `busy`, ... `other`)
         self.write_errors_by_reason: dict[str, int] = {}
         self._discard_gen = 0  # bumped by discard_pending: writes of older generations must not be retried
@@ -84,6 +86,16 @@ class QueuedStore:
 
     def set_on_saved(self, cb: SavedCallback | None) -> None:
         self._on_saved = cb
+
+    def set_write_gate(self, gate: Callable[[], bool] | None) -> None:
+        """`gate()` is asked right before every write attempt; while it says no, writes wait (they are neither
+        failed nor dropped; `discard_pending` still drops them). The primary lease is the gate: a node that can no
+        longer prove it holds the lease must not write, even what it queued while it could."""
+        self._gate = gate
+
+    def _may_write(self) -> bool:
+        g = self._gate
+        return g is None or bool(g())
 
     def pending(self) -> int:
         return self._outstanding

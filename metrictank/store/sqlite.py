@@ -131,36 +131,43 @@ class SQLiteStore(QueuedStore):
                 next_prune = time.monotonic() + self._prune_interval
 
     def _write_with_retry(self, batch: list[ChunkWrite], gen: int) -> None:
-        """Write until it succeeds; between attempts give up if closed (abandoned) or discarded (dropped)."""
+        """Write until it succeeds; between attempts give up if closed (abandoned) or discarded (dropped). While
+        the write gate is closed (fenced) it waits as between retries, without counting an error."""
         attempt = 0
         while True:
-            try:
-                self._write(batch)
-                return
-            except sqlite3.Error as exc:
-                self._count_error(sqlite_error_reason(exc), len(batch))
-                if attempt % 20 == 0:
-                    log.warning(
-                        "sqlite store: write of %d chunks failed (attempt %d): %s",
-                        len(batch),
-                        attempt + 1,
-                        exc,
-                    )
-                delay = min(self._retry_max, self._retry_base * (2**attempt))
-                attempt += 1
-                self._retry_gen = gen
+            fenced = not self._may_write()
+            if fenced:
+                self._counters["fenced"] += len(batch)
+                delay = 0.2
+            else:
                 try:
-                    self._retry_wake.wait(delay)
-                    self._retry_wake.clear()
-                    if self._stop.is_set():
-                        self._counters["abandoned"] += len(batch)
-                        self._finish(batch, saved=False)
-                        return
-                    if self._discard_gen != gen:
-                        self._drop(batch)
-                        return
-                finally:
-                    self._retry_gen = None
+                    self._write(batch)
+                    return
+                except sqlite3.Error as exc:
+                    self._count_error(sqlite_error_reason(exc), len(batch))
+                    if attempt % 20 == 0:
+                        log.warning(
+                            "sqlite store: write of %d chunks failed (attempt %d): %s",
+                            len(batch),
+                            attempt + 1,
+                            exc,
+                        )
+                    delay = min(self._retry_max, self._retry_base * (2**attempt))
+                    attempt += 1
+            self._retry_gen = gen
+            try:
+                self._retry_wake.wait(delay)
+                self._retry_wake.clear()
+                if self._stop.is_set():
+                    self._counters["abandoned"] += len(batch)
+                    self._finish(batch, saved=False)
+                    return
+                if self._discard_gen != gen:
+                    self._drop(batch)
+                    return
+            finally:
+                self._retry_gen = None
+            if not fenced:
                 self._counters["retries"] += len(batch)
 
     def _discard(self, gen: int, deadline: float) -> None:
