@@ -394,8 +394,9 @@ class Instance:
             recent_writers=(
                 self.listener.recent_writers(self.partitions, window) if self.listener is not None else {}
             ),
-            # with the lease, exclusivity is proven by the store; recent announcements need not be waited out
-            foreign_writer_window=window if self.listener is not None and self.lease is None else 0.0,
+            # kept with the lease too: a writer that does not take it (a Go Metrictank node of a mixed cluster)
+            # is only visible through its announcements
+            foreign_writer_window=window if self.listener is not None else 0.0,
         )
 
     def promotion_checks(self) -> list[str]:

@@ -50,6 +50,9 @@ def _sections(
             "peers": peers,
             "peer-timeout": "1s",
             "foreign-writer-window": "3s",
+            # a killed primary's lease expires after lease-duration + lease-margin: short, for a quick failover
+            "lease-duration": "4s",
+            "lease-margin": "1s",
         },
         "store": {"backend": "cassandra", "drain-timeout": "30s"},
         "cassandra": {"addrs": cassandra, "keyspace": ks, "create-keyspace": True, "timeout": "5s"},
