@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, tzinfo
@@ -109,6 +110,26 @@ def _json(doc: Any, jsonp: str | None = None) -> Response:
     return _maybe_jsonp(body, jsonp)
 
 
+# a JavaScript identifier path (`cb`, `jQuery123.handlers.x`): the only thing a jsonp callback needs to be. Anything
+# else reflected in front of our JSON as text/javascript would let a page that can choose the parameter run its
+# own script in the context of whoever loads the URL.
+_JSONP = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*(?:\.[A-Za-z_$][A-Za-z0-9_$]*)*")
+MAX_JSONP_LENGTH = 128
+
+
+def _jsonp(p: Params) -> str | None:
+    """The validated `jsonp` callback name, None when absent; QueryError (400) naming jsonp otherwise."""
+    cb = _one(p, "jsonp")
+    if not cb:
+        return None
+    if len(cb) > MAX_JSONP_LENGTH or not _JSONP.fullmatch(cb):
+        raise QueryError(
+            f"invalid jsonp: must be a JavaScript identifier or dotted path of identifiers "
+            f"(letters, digits, _ and $, at most {MAX_JSONP_LENGTH} characters)"
+        )
+    return cb
+
+
 def _maybe_jsonp(body: bytes, jsonp: str | None) -> Response:
     if jsonp:
         return Response(jsonp.encode() + b"(" + body + b")", media_type="text/javascript")
@@ -129,9 +150,12 @@ def _query_errors_as_4xx(as_json: bool = False) -> Callable[[_Endpoint], _Endpoi
         @functools.wraps(endpoint)  # FastAPI reads the parameters from the wrapped signature
         async def answer(*args: Any, **kwargs: Any) -> Response:
             try:
-                return await endpoint(*args, **kwargs)
+                response = await endpoint(*args, **kwargs)
             except QueryError as e:
-                return _error(e, as_json)
+                response = _error(e, as_json)
+            # browsers must not sniff a JSON (or error) body into something executable
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            return response
 
         return answer
 
@@ -188,6 +212,7 @@ def graphite_router(
         fmt = (_one(p, "format") or "json").lower()
         if fmt not in ("json", "csv", "msgpack", "pickle"):
             raise QueryError(f"invalid format specified: {fmt!r} (supported: json, csv, msgpack, pickle)")
+        jsonp = _jsonp(p)
         mdp = _int(p, "maxDataPoints", DEFAULT_MAX_DATA_POINTS)
         if _bool(p, "local"):
             mdp = 0  # graphite-web fetching for its own processing wants full resolution
@@ -206,7 +231,7 @@ def graphite_router(
         if fmt == "pickle":
             return Response(await run_in_threadpool(render_pickle, series), media_type="application/pickle")
         body = await run_in_threadpool(render_json, series, _bool(p, "noNullPoints"))
-        return _maybe_jsonp(body, _one(p, "jsonp"))
+        return _maybe_jsonp(body, jsonp)
 
     @router.api_route("/metrics/find", methods=["GET", "POST"])
     @_query_errors_as_4xx()
@@ -215,6 +240,7 @@ def graphite_router(
         query = _one(p, "query")
         if not query:
             raise QueryError("missing required parameter 'query'")
+        jsonp = _jsonp(p)
         fmt = (_one(p, "format") or "treejson").lower()
         if fmt not in ("treejson", "json", "completer"):
             raise QueryError(f"invalid format specified: {fmt!r} (supported: treejson, json, completer)")
@@ -238,7 +264,7 @@ def graphite_router(
         if _bool(p, "leavesOnly"):
             nodes = [n for n in nodes if n.leaf]
         doc: Any = completer(nodes) if fmt == "completer" else treejson(query, nodes)
-        return _json(doc, _one(p, "jsonp"))
+        return _json(doc, jsonp)
 
     @router.api_route("/metrics/expand", methods=["GET", "POST"])
     @_query_errors_as_4xx()
@@ -248,6 +274,7 @@ def graphite_router(
         if not queries:
             raise QueryError("missing required parameter 'query'")
         leaves_only = _bool(p, "leavesOnly")
+        jsonp = _jsonp(p)
         org = _org(request)
         source = get_source()
         results: dict[str, list[str]] = {}
@@ -258,15 +285,16 @@ def graphite_router(
             doc: Any = {"results": results}
         else:
             doc = {"results": sorted({path for paths in results.values() for path in paths})}
-        return _json(doc, _one(p, "jsonp"))
+        return _json(doc, jsonp)
 
     @router.get("/metrics/index.json")
     @_query_errors_as_4xx()
     async def index_endpoint(request: Request) -> Response:
         p = await _params(request)
+        jsonp = _jsonp(p)
         org = _org(request)
         paths = await run_in_threadpool(get_source().all_paths, org)
-        return _json(sorted(set(paths)), _one(p, "jsonp"))
+        return _json(sorted(set(paths)), jsonp)
 
     @router.api_route("/tags", methods=["GET", "POST"])
     @_query_errors_as_4xx()

@@ -1,0 +1,80 @@
+"""Hostile or malformed Graphite requests: each gets a 4xx naming what is wrong, never a 500, a dropped
+connection, a stalled process or gigabytes of memory (the query side of "blast radius")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from metrictank.query.http import graphite_router
+from metrictank.query.source import StaticSource
+
+NOW = 1_700_000_040
+START = NOW - 6 * 3600
+
+
+@pytest.fixture
+def src() -> StaticSource:
+    n = 6 * 60
+    return StaticSource(
+        {
+            "servers.web1.cpu": (START + 60, 60, np.arange(n, dtype=float)),
+            "servers.web2.cpu": (START + 60, 60, np.full(n, 2.0)),
+            "cpu;dc=eu;host=a": (START + 60, 60, np.ones(n)),
+        }
+    )
+
+
+@pytest.fixture
+def client(src) -> TestClient:
+    app = FastAPI()
+    app.include_router(graphite_router(lambda: src, clock=lambda: NOW))
+    return TestClient(app, raise_server_exceptions=False)
+
+
+# --- jsonp -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cb", ["cb", "jQuery3_1.handlers.$x", "_a$", "a" * 128])
+def test_jsonp_accepts_identifier_paths(client, cb) -> None:
+    r = client.get("/render", params={"target": "servers.web1.cpu", "from": "-2min", "jsonp": cb})
+    assert r.status_code == 200
+    assert r.text.startswith(cb + "([") and r.text.endswith(")")
+    assert r.headers["content-type"].startswith("text/javascript")
+    assert r.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize(
+    "cb",
+    [
+        "alert(1);x",
+        "<script>",
+        "a.b(",
+        "1abc",
+        "a..b",
+        "a.",
+        "a b",
+        "a\nb",
+        "a" * 129,
+        "\u00e9t\u00e9",
+    ],
+)
+@pytest.mark.parametrize("path", ["/render", "/metrics/find", "/metrics/expand", "/metrics/index.json"])
+def test_jsonp_rejects_anything_but_an_identifier_path(client, cb, path) -> None:
+    params = {"target": "servers.web1.cpu", "query": "servers.*", "jsonp": cb}
+    r = client.get(path, params=params)
+    assert r.status_code == 400
+    assert "jsonp" in r.text
+    assert not r.headers["content-type"].startswith("text/javascript")
+
+
+def test_json_answers_say_nosniff(client) -> None:
+    for path, params in [
+        ("/render", {"target": "servers.web1.cpu", "from": "-2min"}),
+        ("/metrics/find", {"query": "servers.*"}),
+        ("/render", {"target": "nosuchfunc(a)"}),
+    ]:
+        r = client.get(path, params=params)
+        assert r.headers["x-content-type-options"] == "nosniff", path
