@@ -20,6 +20,7 @@ from metrictank.query.consolidate import quantize_many
 from metrictank.query.errors import QueryError
 from metrictank.query.series import Series
 from metrictank.query.source import FindNode, SeriesRef
+from metrictank.regex import PatternError
 from metrictank.retention import METHOD_NAMES
 
 __all__ = ["InstanceSource"]
@@ -45,10 +46,18 @@ class InstanceSource:
 
     # --- names ---------------------------------------------------------------------------------------------------
     def find(self, org: int, pattern: str, from_ts: int = 0) -> list[FindNode]:
-        return [FindNode(n.path, n.leaf, n.has_children) for n in self.index.find(org, pattern, from_ts)]
+        try:
+            nodes = self.index.find(org, pattern, from_ts)
+        except PatternError as e:  # a glob past a limit: the user's to fix
+            raise QueryError(str(e)) from None
+        return [FindNode(n.path, n.leaf, n.has_children) for n in nodes]
 
     def resolve(self, org: int, pattern: str) -> list[SeriesRef]:
-        return [SeriesRef(self.index.path_of(r), r) for r in self.index.find_leaves(org, pattern)]
+        try:
+            rows = self.index.find_leaves(org, pattern)
+        except PatternError as e:
+            raise QueryError(str(e)) from None
+        return [SeriesRef(self.index.path_of(r), r) for r in rows]
 
     def resolve_tags(self, org: int, exprs: Sequence[str], from_ts: int = 0) -> list[SeriesRef]:
         try:

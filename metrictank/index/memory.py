@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from metrictank.index.glob import compile_path
 from metrictank.index.keys import M32, format_id, parse_id, parse_ids
 from metrictank.index.keytable import KeyTable
 from metrictank.index.tags import TagIndex, TagQueryError, parse_query, tag_value
@@ -629,8 +630,11 @@ class MemoryIndex:
         with neither rows nor children is dropped. A pattern containing ';' is an exact tagged path."""
         if not pattern:
             return []
+        # compiled before the lock: however costly a pattern is, it is paid by this request alone, and a
+        # pattern past a limit raises PatternError without ever holding up ingest
+        matchers = None if ";" in pattern else compile_path(pattern)
         with self._lock:
-            if ";" in pattern:
+            if matchers is None:
                 out = self._find_tagged(org, pattern)
             else:
                 out = []
@@ -639,7 +643,7 @@ class MemoryIndex:
                     tree = self._trees.get(o)
                     if tree is None:
                         continue
-                    paths, vals = tree.find(pattern)
+                    paths, vals = tree.find(pattern, matchers)
                     if seen is None:  # the first org's nodes need no de-duplication
                         seen = set(paths) if o != PUBLIC_ORG else set()
                         out.extend(_nodes(paths, vals))

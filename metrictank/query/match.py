@@ -13,48 +13,12 @@ Pure matching logic, shared by the in-memory `StaticSource` and available to an 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+
+from metrictank.regex import PatternError, compile_glob
 
 from .errors import QueryError
-
-
-def _glob_part(pattern: str) -> str:
-    out: list[str] = []
-    i = 0
-    n = len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            out.append("[^.]*")
-        elif c == "?":
-            out.append("[^.]")
-        elif c == "[":
-            j = pattern.find("]", i + 1)
-            if j == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : j]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = j
-        elif c == "{":
-            depth, j = 1, i + 1
-            while j < n and depth:
-                depth += {"{": 1, "}": -1}.get(pattern[j], 0)
-                j += 1
-            if depth:
-                out.append(re.escape(c))
-            else:
-                alts = _split_top(pattern[i + 1 : j - 1])
-                out.append("(?:" + "|".join(_glob_part(a) for a in alts) + ")")
-                i = j - 1
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
 
 
 def _split_outside_braces(text: str, sep: str) -> list[str]:
@@ -75,10 +39,13 @@ def _split_top(body: str) -> list[str]:
     return _split_outside_braces(body, ",")
 
 
-@lru_cache(maxsize=4096)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """Compiled full-match regex of a Graphite path glob."""
-    return re.compile(_glob_part(pattern) + r"\Z")
+def glob_matcher(pattern: str) -> Callable[[str], bool]:
+    """Full-path matcher of a Graphite path glob (`*` and `?` never cross a `.`), compiled by the same linear,
+    limited translator the index uses; QueryError (400) for a pattern past a limit."""
+    try:
+        return compile_glob(pattern).fullmatch
+    except PatternError as e:
+        raise QueryError(str(e)) from None
 
 
 def is_glob(pattern: str) -> bool:
@@ -87,8 +54,8 @@ def is_glob(pattern: str) -> bool:
 
 def match_paths(pattern: str, paths: Iterable[str]) -> list[str]:
     """The paths (full metric names) a glob selects, sorted."""
-    rx = glob_regex(pattern)
-    return sorted(p for p in paths if rx.match(p))
+    match = glob_matcher(pattern)
+    return sorted(p for p in paths if match(p))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +72,14 @@ def find_nodes(pattern: str, paths: Iterable[str]) -> list[FindMatch]:
     when it is itself a metric and has children when some metric continues below it (both can hold).
     """
     depth = len(_split_nodes(pattern))
-    rx = glob_regex(pattern)
+    match = glob_matcher(pattern)
     nodes: dict[str, list[bool]] = {}
     for p in paths:
         parts = p.split(".")
         if len(parts) < depth:
             continue
         prefix = ".".join(parts[:depth])
-        if not rx.match(prefix):
+        if not match(prefix):
             continue
         flags = nodes.setdefault(prefix, [False, False])
         if len(parts) == depth:

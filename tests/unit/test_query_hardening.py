@@ -78,3 +78,31 @@ def test_json_answers_say_nosniff(client) -> None:
     ]:
         r = client.get(path, params=params)
         assert r.headers["x-content-type-options"] == "nosniff", path
+
+
+# --- globs past a limit ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "says"),
+    [
+        ("/metrics/find", {"query": "servers." + "{a,b}" * 16}, "more than 10000 alternatives"),
+        ("/metrics/expand", {"query": "servers." + "{a,b}" * 16}, "more than 10000 alternatives"),
+        ("/metrics/find", {"query": "[" * 40_000}, "longer than the limit"),
+        ("/metrics/find", {"query": "{" * 12 + "a" + "}" * 12}, "deeper than the limit"),
+        ("/render", {"target": "sumSeries(" + "{a,b}." * 16 + "x)"}, "more than 10000 alternatives"),
+    ],
+)
+def test_glob_past_a_limit_is_400(client, path, params, says) -> None:
+    r = client.post(path, data=params)  # a form body, as Grafana sends: no URL length limit on the way
+    assert r.status_code == 400, r.text
+    assert says in r.text
+
+
+def test_open_bracket_runs_are_literal_and_fast(client) -> None:
+    import time
+
+    t = time.perf_counter()
+    r = client.get("/metrics/find", params={"query": "servers." + "[" * 20_000})
+    assert r.status_code == 200 and r.json() == []
+    assert time.perf_counter() - t < 2.0
