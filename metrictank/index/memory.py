@@ -22,7 +22,6 @@ and `touch`, the per-batch ingest calls, take no lock, so a long `find` never st
 from __future__ import annotations
 
 import operator
-import re
 import sys
 import threading
 from collections.abc import Iterable, Sequence
@@ -36,6 +35,7 @@ from metrictank.index.keys import M32, format_id, parse_id, parse_ids
 from metrictank.index.keytable import KeyTable
 from metrictank.index.tags import TagIndex, TagQueryError, parse_query, tag_value
 from metrictank.index.tree import Tree, node_info
+from metrictank.regex import PatternError, UserRegex, compile_user_regex
 
 PUBLIC_ORG = -1
 
@@ -128,13 +128,14 @@ def _rows_of(p: int | Sequence[int]) -> Sequence[int]:
     return (p,) if isinstance(p, int) else p
 
 
-def _filter(regex: str | None) -> re.Pattern[str] | None:
+def _filter(regex: str | None) -> UserRegex | None:
+    """The compiled `filter` of a tag listing, on RE2 (compiled before the lock, like every user pattern)."""
     if not regex:
         return None
     try:
-        return re.compile(regex)
-    except re.error as e:
-        raise TagQueryError(f"invalid filter regex {regex!r}: {e}") from None
+        return compile_user_regex(regex, "filter")
+    except PatternError as e:
+        raise TagQueryError(str(e)) from None
 
 
 def _limit(items: list[str], limit: int | None) -> list[str]:

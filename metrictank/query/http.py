@@ -23,6 +23,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from metrictank.regex import PatternError, compile_user_regex
+
 from .encode import render_csv, render_json, render_msgpack, render_pickle
 from .engine import render, resolve_range
 from .errors import QueryError
@@ -422,13 +424,12 @@ def _from_ts(p: Params, now: int, default_ago: int) -> int:
 
 
 def _regex_param(p: Params, name: str) -> str | None:
-    import re
-
+    """A regex parameter (`filter`), validated as the source will compile it (RE2, bounded length)."""
     raw = _one(p, name)
     if not raw:
         return None
     try:
-        re.compile(raw)
-    except re.error as e:
-        raise QueryError(f"invalid regular expression in {name}: {e}") from None
+        compile_user_regex(raw, name)
+    except PatternError as e:
+        raise QueryError(str(e)) from None
     return raw

@@ -12,11 +12,10 @@ Pure matching logic, shared by the in-memory `StaticSource` and available to an 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from metrictank.regex import PatternError, compile_glob
+from metrictank.regex import PatternError, UserRegex, compile_glob, compile_user_regex
 
 from .errors import QueryError
 
@@ -101,7 +100,7 @@ class TagExpr:
     key: str
     op: str
     value: str
-    regex: re.Pattern[str] | None = None
+    regex: UserRegex | None = None  # RE2, see metrictank.regex
 
     def matches(self, tags: Mapping[str, str]) -> bool:
         v = tags.get(self.key, "")
@@ -112,7 +111,7 @@ class TagExpr:
         if self.op == "^=":
             return v.startswith(self.value)
         assert self.regex is not None
-        hit = self.regex.match(v) is not None
+        hit = self.regex.match(v)
         return hit if self.op == "=~" else not hit
 
     def requires_value(self) -> bool:
@@ -124,33 +123,46 @@ class TagExpr:
         if self.op == "^=":
             return self.value != ""
         if self.op == "=~":
-            return self.regex is not None and self.regex.match("") is None
+            return self.regex is not None and not self.regex.match("")
         return False
 
     def __str__(self) -> str:
         return f"{self.key}{self.op}{self.value}"
 
 
-_TAG_EXPR = re.compile(r"^([^=!^~;]+?)\s*(!=~|=~|!=|\^=|=)\s*(.*)$", re.S)
+_TAG_OPS = ("!=~", "=~", "!=", "^=", "=")
+
+
+def _split_tag_expr(text: str) -> tuple[str, str, str] | None:
+    """(key, operator, value) of `key op value`, or None. A plain scan: the regex this replaces backtracked
+    quadratically on a long run of blanks."""
+    s = text.strip()
+    i = next((k for k, c in enumerate(s) if c in "=!^~;"), -1)
+    if i <= 0:
+        return None
+    op = next((o for o in _TAG_OPS if s.startswith(o, i)), None)
+    if op is None:
+        return None
+    return s[:i].strip(), op, s[i + len(op) :].lstrip()
 
 
 def parse_tag_expr(text: str) -> TagExpr:
     """Parse one expression such as `dc=~eu-.*`; QueryError (400) when malformed or a bad regex."""
-    m = _TAG_EXPR.match(text.strip())
-    if not m or not m.group(1).strip():
+    parts = _split_tag_expr(text)
+    if parts is None or not parts[0]:
         raise QueryError(
             f"invalid tag expression {text!r}: expected key=value, key!=value, key=~regex, "
             "key!=~regex or key^=prefix"
         )
-    key, op, value = m.group(1).strip(), m.group(2), m.group(3)
+    key, op, value = parts
     if ";" in value:
         raise QueryError(f"invalid tag expression {text!r}: ';' is not allowed in a value")
     regex = None
     if op in ("=~", "!=~"):
         try:
-            regex = re.compile(value)
-        except re.error as e:
-            raise QueryError(f"invalid regular expression in tag expression {text!r}: {e}") from None
+            regex = compile_user_regex(value, f"tag expression {text!r}")
+        except PatternError as e:
+            raise QueryError(str(e)) from None
     return TagExpr(key, op, value, regex)
 
 

@@ -11,12 +11,13 @@ and must be returned to every org, as Metrictank does.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from metrictank.regex import PatternError, UserRegex, compile_user_regex
 
 from .consolidate import quantize
 from .errors import QueryError
@@ -107,6 +108,13 @@ class SeriesSource(Protocol):
     ) -> list[str]:
         """Sorted values of `tag` starting with `prefix` among series matching `exprs`; at most `limit`."""
         ...
+
+
+def _filter(regex: str | None) -> UserRegex | None:
+    try:
+        return compile_user_regex(regex, "filter") if regex else None
+    except PatternError as e:
+        raise QueryError(str(e)) from None
 
 
 @dataclass
@@ -223,11 +231,11 @@ class StaticSource:
 
     def tags(self, org: int, filter: str | None) -> list[str]:
         keys = {k for t in self._visible_tags(org).values() for k in t}
-        rx = re.compile(filter) if filter else None
+        rx = _filter(filter)
         return sorted(k for k in keys if rx is None or rx.search(k))
 
     def tag_values(self, org: int, tag: str, filter: str | None) -> dict[str, int]:
-        rx = re.compile(filter) if filter else None
+        rx = _filter(filter)
         counts: dict[str, int] = {}
         for t in self._visible_tags(org).values():
             v = t.get(tag)

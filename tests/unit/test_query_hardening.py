@@ -23,6 +23,11 @@ def src() -> StaticSource:
             "servers.web1.cpu": (START + 60, 60, np.arange(n, dtype=float)),
             "servers.web2.cpu": (START + 60, 60, np.full(n, 2.0)),
             "cpu;dc=eu;host=a": (START + 60, 60, np.ones(n)),
+            "abcdefghijklmnop;k=v": (
+                START + 60,
+                60,
+                np.ones(n),
+            ),  # 16 characters: seconds for `(.*.*)*!` on re
         }
     )
 
@@ -106,3 +111,59 @@ def test_open_bracket_runs_are_literal_and_fast(client) -> None:
     r = client.get("/metrics/find", params={"query": "servers." + "[" * 20_000})
     assert r.status_code == 200 and r.json() == []
     assert time.perf_counter() - t < 2.0
+
+
+# --- user regexes run on RE2 -----------------------------------------------------------------------------------
+
+EVIL = "(.*.*)*!"  # exponential on a backtracking engine: ~10 s for a 15-character name with Python's re
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/tags/findSeries", {"expr": f"name=~{EVIL}"}),
+        ("/tags/findSeries", {"expr": ["k=v", f"name!=~{EVIL}"]}),
+        ("/render", {"target": f"seriesByTag('name=~{EVIL}')"}),
+        ("/render", {"target": f"grep(seriesByTag('k=v'), '{EVIL}')"}),
+        ("/render", {"target": f"exclude(seriesByTag('k=v'), '{EVIL}')"}),
+        ("/render", {"target": f"aliasSub(seriesByTag('k=v'), '{EVIL}', 'x')"}),
+        ("/tags", {"filter": EVIL}),
+        ("/tags/k", {"filter": EVIL}),
+        ("/tags/autoComplete/tags", {"expr": f"name=~{EVIL}"}),
+    ],
+)
+def test_catastrophic_regexes_answer_fast(client, path, params) -> None:
+    import time
+
+    t = time.perf_counter()
+    r = client.get(path, params={"from": "-5min", **params})
+    assert r.status_code == 200, r.text
+    assert time.perf_counter() - t < 2.0
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "names"),
+    [
+        ("/tags/findSeries", {"expr": r"name=~(a)\1"}, "tag expression"),
+        ("/render", {"target": r"seriesByTag('name=~(?=a)')"}, "tag expression"),
+        ("/render", {"target": r"grep(servers.*.cpu, '(?<=a)b')"}, "regular expression argument"),
+        ("/tags", {"filter": r"(a)\1"}, "filter"),
+        ("/tags/k", {"filter": "a(?!b)"}, "filter"),
+    ],
+)
+def test_backreferences_and_lookaround_are_400_saying_so(client, path, params, names) -> None:
+    r = client.get(path, params=params)
+    assert r.status_code == 400, r.text
+    assert "backreferences and lookaround are not supported" in r.text
+    assert names in r.text
+
+
+def test_alias_sub_group_references_keep_working(client) -> None:
+    r = client.get(
+        "/render",
+        params={"target": r"aliasSub(servers.*.cpu, '^servers\.(\w+)\.(\w+)$', '\2 of \1')", "from": "-2min"},
+    )
+    assert r.status_code == 200, r.text
+    assert [d["target"] for d in r.json()] == ["cpu of web1", "cpu of web2"]
+    r = client.get("/render", params={"target": r"aliasSub(servers.*.cpu, 'web', '\3')", "from": "-2min"})
+    assert r.status_code == 400 and "aliasSub" in r.text

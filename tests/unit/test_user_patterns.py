@@ -185,3 +185,24 @@ def test_regex_length_limit():
     compile_user_regex("a" * MAX_REGEX_LENGTH)
     with pytest.raises(PatternError, match=f"limit of {MAX_REGEX_LENGTH}"):
         compile_user_regex("a" * (MAX_REGEX_LENGTH + 1), "grep()")
+
+
+def test_index_tag_queries_with_catastrophic_regexes_are_fast():
+    import hashlib
+
+    from metrictank.index import MemoryIndex, TagQueryError
+
+    ix = MemoryIndex()
+    for i in range(50):
+        name = "abcdefghijklmno" + "pqrstuvwxyz"[i % 11] * (i % 5)
+        ix.add(f"1.{hashlib.md5(str(i).encode()).hexdigest()}", 1, name, 10, "", "gauge", [f"k=v{i}"], 0, 1)
+    t = time.perf_counter()
+    assert ix.find_by_tags(1, ["name=~(.*.*)*!"]) == []
+    assert len(ix.find_by_tags(1, ["k=~v.*", "name!=~(.*.*)*!"])) == 50
+    assert ix.tags(1, "(.*.*)*!") == []
+    assert ix.tag_values(1, "k", "(x+x+)+y") == []
+    assert time.perf_counter() - t < 1.0
+    with pytest.raises(TagQueryError, match="backreferences and lookaround are not supported"):
+        ix.find_by_tags(1, [r"name=~(a)\1"])
+    with pytest.raises(TagQueryError, match="in filter"):
+        ix.tags(1, "(")
