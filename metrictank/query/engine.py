@@ -28,18 +28,26 @@ from .timeparse import parse_time
 def resolve_range(
     from_: int | str | None, until: int | str | None, now: int, tz: tzinfo = UTC
 ) -> tuple[int, int]:
-    """Graphite (from, until) in epoch seconds; defaults are the last 24 hours. QueryError when from >= until."""
+    """Graphite (from, until) in epoch seconds; defaults are the last 24 hours. QueryError naming the parameter
+    when one is invalid, and when from >= until."""
     f = (
         now - 86400
         if from_ in (None, "")
         else from_
         if isinstance(from_, int)
-        else parse_time(from_, now, tz)
+        else _time(from_, "from", now, tz)
     )
-    u = now if until in (None, "") else until if isinstance(until, int) else parse_time(until, now, tz)
+    u = now if until in (None, "") else until if isinstance(until, int) else _time(until, "until", now, tz)
     if f >= u:
         raise QueryError(f"invalid time range requested: from ({f}) must be before until ({u})")
     return f, u
+
+
+def _time(spec: str, param: str, now: int, tz: tzinfo) -> int:
+    try:
+        return parse_time(spec, now, tz)
+    except QueryError as e:
+        raise QueryError(f"invalid {param}: {e}") from None
 
 
 class _Evaluator:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from metrictank.regex import PatternError, compile_user_regex
 
@@ -35,6 +37,7 @@ from .source import FindNode, SeriesSource
 from .timeparse import parse_time
 
 _Endpoint = Callable[..., Awaitable[Response]]
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_DATA_POINTS = 800  # Metrictank's default when the request has none
 TAGDB_DEFAULT_LIMIT = 100
@@ -146,7 +149,11 @@ def _error(e: QueryError, as_json: bool = False) -> Response:
 
 def _query_errors_as_4xx(as_json: bool = False) -> Callable[[_Endpoint], _Endpoint]:
     """Endpoint decorator: a QueryError (bad parameter, bad query) becomes its status with the message, as
-    plain text or (for the tag autocomplete endpoints, as graphite-web does) `{"error": ...}`."""
+    plain text or (for the tag autocomplete endpoints, as graphite-web does) `{"error": ...}`.
+
+    Other known user-caused errors are mapped too (a pattern past a limit, an unparsable request body); anything
+    else is a bug: logged with its traceback and answered 500 here, as a response, so the client's keep-alive
+    connection survives (an exception escaping the app makes the server drop it)."""
 
     def wrap(endpoint: _Endpoint) -> _Endpoint:
         @functools.wraps(endpoint)  # FastAPI reads the parameters from the wrapped signature
@@ -155,6 +162,15 @@ def _query_errors_as_4xx(as_json: bool = False) -> Callable[[_Endpoint], _Endpoi
                 response = await endpoint(*args, **kwargs)
             except QueryError as e:
                 response = _error(e, as_json)
+            except PatternError as e:
+                response = _error(QueryError(str(e)), as_json)
+            except StarletteHTTPException as e:  # e.g. a malformed multipart body
+                response = _error(QueryError(str(e.detail), e.status_code), as_json)
+            except RecursionError:
+                response = _error(QueryError("query nests too deeply to evaluate"), as_json)
+            except Exception:  # noqa: BLE001 - last resort: a bug, but still an answer
+                log.exception("unexpected error in %s", endpoint.__name__)
+                response = _error(QueryError("internal error (logged on the server)", 500), as_json)
             # browsers must not sniff a JSON (or error) body into something executable
             response.headers["X-Content-Type-Options"] = "nosniff"
             return response
@@ -380,11 +396,13 @@ def graphite_router(
         return _json({"tag": tag, "values": [{"count": values[v], "value": v} for v in sorted(values)]})
 
     @router.api_route("/functions", methods=["GET", "POST"])
+    @_query_errors_as_4xx()
     async def functions_endpoint(request: Request) -> Response:
         p = await _params(request)
         return _json(functions_json(_one(p, "group"), _bool(p, "grouped")))
 
     @router.api_route("/functions/{name}", methods=["GET", "POST"])
+    @_query_errors_as_4xx()
     async def function_endpoint(name: str) -> Response:
         fdef = FUNCTIONS.get(name)
         if fdef is None:

@@ -167,3 +167,119 @@ def test_alias_sub_group_references_keep_working(client) -> None:
     assert [d["target"] for d in r.json()] == ["cpu of web1", "cpu of web2"]
     r = client.get("/render", params={"target": r"aliasSub(servers.*.cpu, 'web', '\3')", "from": "-2min"})
     assert r.status_code == 400 and "aliasSub" in r.text
+
+
+# --- malformed parameters: 400 naming the parameter, never a 500 -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "99999999999999999999",
+        "now+1000y",
+        "-1" + "0" * 5000 + "s",
+        "1" * 5000,
+        "\u00b2",
+        "-",
+        "20240230",
+        "00:00_99991231",
+    ],
+)
+@pytest.mark.parametrize("param", ["from", "until"])
+def test_bad_times_are_400_naming_the_parameter(client, param, value) -> None:
+    other = {"until": "now"} if param == "from" else {"from": "-1h"}
+    r = client.post("/render", data={"target": "servers.web1.cpu", param: value, **other})
+    assert r.status_code == 400, r.text
+    assert param in r.text
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "-100y",
+        "00:00_19000101",
+        "-60y",
+        "0",
+        "19700101",
+        "-10000000y",
+        "-99999999999999999999",
+        "-1" + "0" * 200 + "s",
+    ],
+)
+def test_times_before_the_epoch_read_as_the_epoch(client, value) -> None:
+    """No data is older than 1970 (timestamps are unsigned 32-bit, as in Metrictank): `from=-100y` is "all of it",
+    answered within the point limits instead of a 500."""
+    r = client.post("/render", data={"target": "servers.web1.cpu", "from": value, "until": "now"})
+    assert r.status_code == 200, r.text
+    assert r.json()[0]["target"] == "servers.web1.cpu"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "sumSeries(" * 1000 + "servers.*.cpu" + ")" * 1000,
+        "sumSeries(" * 1000,
+        "servers.*.cpu" + "|scale(1)" * 2000,
+        "group(" * 60 + "scale(" * 60 + "servers.*.cpu" + ", 1)" * 60 + ")" * 60,
+    ],
+)
+def test_deep_nesting_is_400(client, target) -> None:
+    r = client.post("/render", data={"target": target})
+    assert r.status_code == 400, r.text
+    assert "nest" in r.text
+
+
+def test_nesting_within_the_limit_works(client) -> None:
+    r = client.post(
+        "/render", data={"target": "scale(" * 99 + "servers.web1.cpu" + ", 1)" * 99, "from": "-2min"}
+    )
+    assert r.status_code == 200, r.text
+    r = client.post("/render", data={"target": "[" * 2000 + "(" * 2000})
+    assert r.status_code == 400 and "unexpected character" in r.text
+
+
+def test_huge_integer_literal_is_400(client) -> None:
+    r = client.post("/render", data={"target": f"scale(servers.*.cpu, {'9' * 5000})"})
+    assert r.status_code == 400, r.text
+
+
+@pytest.mark.parametrize("tz", ["a" * 5000, "../../etc/passwd", "\x00", "Europe/Nowhere"])
+def test_bad_time_zone_is_400(client, tz) -> None:
+    r = client.post("/render", data={"target": "servers.web1.cpu", "tz": tz})
+    assert r.status_code == 400 and "time zone" in r.text
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ({"maxDataPoints": "9" * 5000}, "maxDataPoints"),
+        ({"maxDataPoints": "-5"}, "maxDataPoints"),
+        ({"maxDataPoints": "1e5"}, "maxDataPoints"),
+        ({"format": "xml"}, "format"),
+    ],
+)
+def test_bad_render_parameters_name_themselves(client, params, name) -> None:
+    r = client.post("/render", data={"target": "servers.web1.cpu", **params})
+    assert r.status_code == 400 and name in r.text, r.text
+
+
+def test_broken_multipart_body_is_400(client) -> None:
+    r = client.post(
+        "/render",
+        content=b'--xx\r\nContent-Disposition: form-data; name="target"\r\n\r\nservers.web1.cpu',
+        headers={"Content-Type": "multipart/form-data; boundary=xx"},
+    )
+    assert 400 <= r.status_code < 500
+
+
+def test_a_genuine_bug_is_a_logged_500_answer_not_a_dropped_connection(src, caplog) -> None:
+    class Broken(StaticSource):
+        def find(self, org, pattern, from_ts=0):
+            raise RuntimeError("boom")
+
+    app = FastAPI()
+    app.include_router(graphite_router(lambda: Broken(src.data), clock=lambda: NOW))
+    c = TestClient(app)  # raise_server_exceptions: an exception escaping the endpoint would fail the test
+    r = c.get("/metrics/find", params={"query": "*"})
+    assert r.status_code == 500 and "internal error" in r.text and "boom" not in r.text
+    assert "boom" in caplog.text
