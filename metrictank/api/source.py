@@ -18,6 +18,7 @@ from metrictank.chunk import decode_chunks
 from metrictank.index.tags import TagQueryError
 from metrictank.query.consolidate import quantize_many
 from metrictank.query.errors import QueryError
+from metrictank.query.limits import check_deadline
 from metrictank.query.series import Series
 from metrictank.query.source import FindNode, SeriesRef
 from metrictank.regex import PatternError
@@ -42,6 +43,7 @@ class InstanceSource:
         self.store = store
         self.lock = lock
         self.clock = clock
+        self.schemas = schemas
         self.max_span = schemas.max_chunkspan()
 
     # --- names ---------------------------------------------------------------------------------------------------
@@ -107,6 +109,41 @@ class InstanceSource:
             return usable[-1]
         return usable[0]
 
+    def estimate_points(
+        self,
+        org: int,
+        refs: Sequence[SeriesRef],
+        start: int,
+        end: int,
+        max_data_points: int,
+        consolidate_by: str | None,
+    ) -> int:
+        """Points `fetch` would read: per series, the length of [start, end) on the step of the archive
+        `_archive` picks for its schema (one computation per distinct schema). A series this node does not hold
+        (a peer's, in a cluster) is estimated by name with the schema its name matches at its finest archive:
+        the cluster shares one storage-schemas file, and the finest archive is the costliest case."""
+        now = int(self.clock())
+        per_schema: dict[int, int] = {}
+        schemas: dict[int, object] = {}
+        total = 0
+        for ref in refs:
+            schema = None
+            if isinstance(ref.key, int | np.integer):
+                try:
+                    schema = self.tank.schema_of(int(ref.key))[0]
+                except KeyError:
+                    continue  # removed since it was resolved: fetch skips it too
+            else:
+                schema = self.schemas.match(ref.name, 0)[1]
+            sid = id(schema)
+            n = per_schema.get(sid)
+            if n is None:
+                schemas[sid] = schema  # keeps the id valid while the cache is in use
+                interval = schema.retentions[self._archive(schema, start, end, max_data_points, now)].interval
+                n = per_schema[sid] = max(0, -(-(end - start) // interval))
+            total += n
+        return total
+
     def fetch(
         self,
         org: int,
@@ -146,6 +183,7 @@ class InstanceSource:
                 archive, method, _interval = gkey
                 got: list = []
                 for b in range(0, len(members), _READ_BLOCK):
+                    check_deadline()  # a request past its deadline stops here (and frees the lock)
                     got += self.tank.read_many(
                         [row for _k, row in members[b : b + _READ_BLOCK]], archive, method, start, end
                     )
@@ -160,6 +198,7 @@ class InstanceSource:
         rows_of: dict[tuple, tuple[int, np.ndarray]] = {}  # group -> (first, matrix)
         where: dict[tuple[int, int, str | None], int] = {}  # (plan, archive, method) -> row in its group
         for gkey, members in groups.items():
+            check_deadline()
             ts_parts: list[np.ndarray] = []
             val_parts: list[np.ndarray] = []
             counts = np.empty(len(members), np.int64)
@@ -233,6 +272,7 @@ class InstanceSource:
             by_end.setdefault(upto, []).append((key, amkey, ttl))
         out = {}
         for upto, items in by_end.items():
+            check_deadline()
             res = self.store.read_many([(a, t) for _k, a, t in items], start, upto, self.max_span)
             # chunks of item i are contiguous and in the store's t0 order: the points of each item are one slice
             # of the decoded arrays, already sorted unless chunks overlap (then sorted stably, keeping the

@@ -31,6 +31,7 @@ from .encode import render_csv, render_json, render_msgpack, render_pickle
 from .engine import render, resolve_range
 from .errors import QueryError
 from .functions import FUNCTIONS, functions_json
+from .limits import Deadline, QueryLimits
 from .match import parse_tag_expr, parse_tag_query
 from .series import tags_from_name
 from .source import FindNode, SeriesSource
@@ -215,10 +216,14 @@ def completer(nodes: list[FindNode]) -> dict[str, list[dict[str, str]]]:
 
 
 def graphite_router(
-    get_source: Callable[[], SeriesSource], clock: Callable[[], float] = time.time
+    get_source: Callable[[], SeriesSource],
+    clock: Callable[[], float] = time.time,
+    limits: QueryLimits | None = None,
 ) -> APIRouter:
-    """The Graphite API routes, reading through `get_source()` (called per request)."""
+    """The Graphite API routes, reading through `get_source()` (called per request); every render is held to
+    `limits` (the `[http]` query limits; defaults when None)."""
     router = APIRouter()
+    limits = limits or QueryLimits()
 
     @router.api_route("/render", methods=["GET", "POST"])
     @_query_errors_as_4xx()
@@ -232,14 +237,21 @@ def graphite_router(
             raise QueryError(f"invalid format specified: {fmt!r} (supported: json, csv, msgpack, pickle)")
         jsonp = _jsonp(p)
         mdp = _int(p, "maxDataPoints", DEFAULT_MAX_DATA_POINTS)
+        if mdp < 0:
+            raise QueryError(f"invalid maxDataPoints {mdp}: must be positive (0 or absent means the default)")
+        if mdp == 0:
+            mdp = DEFAULT_MAX_DATA_POINTS  # not "unlimited": that was a way around every memory bound
         if _bool(p, "local"):
-            mdp = 0  # graphite-web fetching for its own processing wants full resolution
+            mdp = 0  # graphite-web fetching for its own processing: full resolution, within the point budget
         tz = _tz(p)
         org = _org(request)
         now = int(clock())
         until = _one(p, "until") or _one(p, "to")
         source = get_source()
-        series = await run_in_threadpool(render, targets, _one(p, "from"), until, mdp, source, org, now, tz)
+        deadline = Deadline(limits.query_timeout)
+        series = await run_in_threadpool(
+            render, targets, _one(p, "from"), until, mdp, source, org, now, tz, limits, deadline
+        )
         if fmt == "csv":
             return Response(await run_in_threadpool(render_csv, series), media_type="text/csv")
         if fmt == "msgpack":

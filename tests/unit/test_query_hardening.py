@@ -207,11 +207,17 @@ def test_bad_times_are_400_naming_the_parameter(client, param, value) -> None:
     ],
 )
 def test_times_before_the_epoch_read_as_the_epoch(client, value) -> None:
-    """No data is older than 1970 (timestamps are unsigned 32-bit, as in Metrictank): `from=-100y` is "all of it",
-    answered within the point limits instead of a 500."""
+    """No data is older than 1970 (timestamps are unsigned 32-bit, as in Metrictank): `from=-100y` means "all of
+    it". Here that is 28 million points at 60 s, which the point limit refuses before anything is allocated."""
+    from metrictank.query.timeparse import parse_time
+
+    assert parse_time(value, NOW) == 0
     r = client.post("/render", data={"target": "servers.web1.cpu", "from": value, "until": "now"})
+    assert r.status_code == 400, r.text
+    assert "max-points-per-req-hard (20000000)" in r.text
+    r = client.post("/render", data={"target": "servers.web1.cpu", "from": value, "until": str(3600)})
     assert r.status_code == 200, r.text
-    assert r.json()[0]["target"] == "servers.web1.cpu"
+    assert all(v is None for v, _t in r.json()[0]["datapoints"])  # the epoch's first hour: no data
 
 
 @pytest.mark.parametrize(
@@ -283,3 +289,127 @@ def test_a_genuine_bug_is_a_logged_500_answer_not_a_dropped_connection(src, capl
     r = c.get("/metrics/find", params={"query": "*"})
     assert r.status_code == 500 and "internal error" in r.text and "boom" not in r.text
     assert "boom" in caplog.text
+
+
+# --- query limits ----------------------------------------------------------------------------------------------
+
+from metrictank.query.limits import QueryLimits  # noqa: E402
+
+
+def _limited(src: StaticSource, **limits) -> TestClient:
+    app = FastAPI()
+    app.include_router(graphite_router(lambda: src, clock=lambda: NOW, limits=QueryLimits(**limits)))
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture
+def fine() -> StaticSource:
+    """Ten series at 10 s over the last 6 hours: 2160 points each."""
+    n = 6 * 360
+    return StaticSource(
+        {f"fine.s{i}": (NOW - 6 * 3600 + 10, 10, np.arange(n, dtype=float)) for i in range(10)}
+    )
+
+
+def test_limits_default_to_the_config_defaults() -> None:
+    from metrictank.config import load_config
+
+    assert QueryLimits.from_config(load_config(env={}).http) == QueryLimits()
+    assert QueryLimits.from_config({}) == QueryLimits()
+    got = QueryLimits.from_config({"max-series-per-req": 5, "query-timeout": 2.5})
+    assert got.max_series_per_req == 5 and got.query_timeout == 2.5
+
+
+@pytest.mark.parametrize("mdp", ["0", "", None])
+def test_max_data_points_zero_or_absent_is_the_default_not_unlimited(fine, mdp) -> None:
+    c = _limited(fine)
+    data = {"target": "fine.s0", "from": "-6h"}
+    if mdp is not None:
+        data["maxDataPoints"] = mdp
+    r = c.post("/render", data=data)
+    assert r.status_code == 200
+    assert 0 < len(r.json()[0]["datapoints"]) <= 800
+
+
+def test_series_limit_is_400_before_any_fetch(fine) -> None:
+    c = _limited(fine, max_series_per_req=12)
+    r = c.post("/render", data={"target": ["fine.*", "sumSeries(fine.s{1,2,3})"], "from": "-1h"})
+    assert r.status_code == 400
+    assert "max-series-per-req" in r.text and "12" in r.text
+    assert fine.fetches == []
+
+
+def test_hard_point_limit_is_400_with_the_figure_before_any_fetch(fine) -> None:
+    c = _limited(fine, max_points_per_req_soft=1000, max_points_per_req_hard=5000)
+    r = c.post("/render", data={"target": "fine.*", "from": "-6h", "maxDataPoints": "100000000"})
+    assert r.status_code == 400
+    assert "21600 points" in r.text and "max-points-per-req-hard (5000)" in r.text
+    assert fine.fetches == []
+
+
+def test_hard_point_limit_counts_fetches_known_only_while_evaluating(fine) -> None:
+    # movingAverage over a point count re-reads its input with an earlier start once it knows the step
+    c = _limited(fine, max_points_per_req_soft=10**9, max_points_per_req_hard=4000)
+    r = c.post("/render", data={"target": "movingAverage(fine.s0, 1000)", "from": "-5h"})
+    assert r.status_code == 400 and "max-points-per-req-hard (4000)" in r.text
+
+
+def test_soft_point_limit_consolidates_harder(fine) -> None:
+    c = _limited(fine, max_points_per_req_soft=1000, max_points_per_req_hard=10**6)
+    r = c.post("/render", data={"target": "fine.*", "from": "-6h", "maxDataPoints": "100000000"})
+    assert r.status_code == 200
+    doc = r.json()
+    assert len(doc) == 10
+    assert all(len(d["datapoints"]) <= 100 for d in doc)  # 1000 points / 10 series
+    assert (
+        fine.fetches[0][4] == 100
+    )  # the source was asked for 100 per series: a coarser archive if it has one
+    # under the soft limit nothing changes
+    r = c.post("/render", data={"target": "fine.s0", "from": "-1h", "maxDataPoints": "1000"})
+    assert len(r.json()[0]["datapoints"]) == 360
+
+
+def test_local_full_resolution_is_still_held_to_the_point_budget(fine) -> None:
+    c = _limited(fine, max_points_per_req_soft=1000, max_points_per_req_hard=10**6)
+    r = c.post("/render", data={"target": "fine.*", "from": "-6h", "local": "1"})
+    assert r.status_code == 200 and all(len(d["datapoints"]) <= 100 for d in r.json())
+
+
+def test_target_length_and_nesting_limits_are_configurable(fine) -> None:
+    c = _limited(fine, max_target_length=20, max_nesting_depth=2)
+    r = c.post("/render", data={"target": "fine.s0" + "|scale(1)" * 3})
+    assert r.status_code == 400 and "max-target-length" in r.text and "20" in r.text
+    r = c.post("/render", data={"target": "scale(scale(scale(fine.s0,1),1),1)"})
+    assert r.status_code == 400 and "max-target-length" in r.text
+    c = _limited(fine, max_nesting_depth=2)
+    r = c.post("/render", data={"target": "scale(scale(scale(fine.s0,1),1),1)"})
+    assert r.status_code == 400 and "max-nesting-depth" in r.text
+    r = c.post("/render", data={"target": "scale(scale(fine.s0,1),1)", "from": "-1min"})
+    assert r.status_code == 200
+
+
+def test_query_timeout_answers_503_and_abandons_the_work(fine) -> None:
+    import time
+
+    from metrictank.query.limits import check_deadline
+
+    class Slow(StaticSource):
+        def fetch(self, org, refs, start, end, max_data_points, consolidate_by):
+            out = []
+            for (
+                ref
+            ) in refs:  # a storage read per series, checking the deadline between them as the real ones do
+                check_deadline()
+                time.sleep(0.05)
+                out += super().fetch(org, [ref], start, end, max_data_points, consolidate_by)
+            return out
+
+    slow = Slow(fine.data)
+    c = _limited(slow, query_timeout=0.3)
+    t = time.perf_counter()
+    r = c.post("/render", data={"target": [f"fine.s{i}" for i in range(10)] * 1 + ["fine.*"], "from": "-1h"})
+    took = time.perf_counter() - t
+    assert r.status_code == 503
+    assert "query-timeout" in r.text
+    assert took < 1.5
+    assert len(slow.fetches) < 10  # abandoned: the remaining reads were never made
