@@ -26,7 +26,7 @@ from typing import Any
 from .consolidate import consolidate_to_max_points
 from .errors import QueryError
 from .functions import BoundCall, EvalContext, Invocation, bind
-from .limits import Deadline, QueryLimits, deadline_scope
+from .limits import Deadline, PointBudget, QueryLimits, deadline_scope
 from .match import parse_tag_query
 from .parser import Literal, Node, PathExpr, find_calls, parse_target
 from .series import Series, tags_from_name
@@ -87,7 +87,7 @@ class _Evaluator:
         self.cache: dict[tuple[Any, ...], list[Series]] = {}
         self.refs: dict[tuple[str, tuple[str, ...] | None], list[SeriesRef]] = {}
         self.cap = 0  # points per series the soft limit allows (0: not needed)
-        self.points = 0  # points the fetches so far were estimated to read
+        self.points = PointBudget(self.limits.max_points_per_req_hard)  # read and produced so far
         self._estimate = getattr(source, "estimate_points", None)
 
     # -- planning: what the request will read, before reading any of it ----------------------------------------
@@ -192,9 +192,7 @@ class _Evaluator:
             if (
                 self._estimate is not None
             ):  # the running total, fetches planned or not, stays within the hard limit
-                self.points += self._points(refs, ctx, self.cap)
-                if self.points > self.limits.max_points_per_req_hard:
-                    raise _too_many_points(self.points, self.limits)
+                self.points.charge(self._points(refs, ctx, self.cap))
             fetched = self.source.fetch(
                 self.org, refs, ctx.start, ctx.end, _capped(ctx.max_data_points, self.cap), ctx.consolidate_by
             )
@@ -266,7 +264,7 @@ def render(
         bound.update(validate(tree))
     ctx = EvalContext(source, org, f + 1, u + 1, max_data_points, None, now, tz)
     ev = _Evaluator(source, org, bound, limits, deadline)
-    with deadline_scope(deadline):
+    with deadline_scope(deadline, ev.points):
         fetches: list[tuple[str, tuple[str, ...] | None, EvalContext]] = []
         for tree in trees:
             ev.plan(tree, ctx, fetches)

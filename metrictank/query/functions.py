@@ -38,6 +38,7 @@ from .consolidate import (
     stack,
 )
 from .errors import QueryError
+from .limits import charge_points
 from .parser import Call, Node, first_path_expression
 from .series import Series, tags_from_name
 from .timeparse import parse_duration, parse_offset
@@ -789,6 +790,9 @@ def summarize(
             new_start = s.start - s.start % interval
             new_end = s.end - s.end % interval + interval
         nb = max(0, -(-(new_end - new_start) // interval))
+        charge_points(
+            nb
+        )  # a finer interval than the data's makes points: they count against the request's limit
         name = f'summarize({s.target}, "{intervalString}", "{func}"{suffix})'
         if nb == 0 or len(s) == 0:
             vals = np.full(nb, np.nan)

@@ -27,7 +27,7 @@ from typing import Any
 
 from .errors import QueryError
 
-__all__ = ["Deadline", "QueryLimits", "check_deadline", "deadline_scope"]
+__all__ = ["Deadline", "PointBudget", "QueryLimits", "charge_points", "check_deadline", "deadline_scope"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,18 +84,50 @@ class Deadline:
             )
 
 
+class PointBudget:
+    """The points one request may read or produce in all (max-points-per-req-hard): fetches are charged their
+    estimate before they read, and functions that make a new grid (summarize to a finer interval) before they
+    allocate it."""
+
+    __slots__ = ("hard", "used")
+
+    def __init__(self, hard: int) -> None:
+        self.hard = hard
+        self.used = 0
+
+    def charge(self, n: int) -> None:
+        self.used += int(n)
+        if self.used > self.hard:
+            raise QueryError(
+                f"the request would read or produce {self.used} points, more than max-points-per-req-hard "
+                f"({self.hard}): reduce the time range or the number of series"
+            )
+
+
 _current: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("query_deadline", default=None)
+_budget: contextvars.ContextVar[PointBudget | None] = contextvars.ContextVar("query_budget", default=None)
 
 
 @contextmanager
-def deadline_scope(deadline: Deadline | None) -> Iterator[None]:
-    """Make `deadline` the one `check_deadline()` sees in this thread (context) while the block runs: how it
-    reaches a source's fetch loop without a parameter on every `SeriesSource` method."""
+def deadline_scope(deadline: Deadline | None, budget: PointBudget | None = None) -> Iterator[None]:
+    """Make `deadline` (and `budget`) the ones `check_deadline()` and `charge_points()` see in this thread
+    (context) while the block runs: how they reach a source's fetch loop or a function's allocation without a
+    parameter on every `SeriesSource` method and function."""
     token = _current.set(deadline)
+    btoken = _budget.set(budget)
     try:
         yield
     finally:
+        _budget.reset(btoken)
         _current.reset(token)
+
+
+def charge_points(n: int) -> None:
+    """Count `n` points a function is about to allocate against the request's budget (QueryError 400 past it;
+    no-op outside a render)."""
+    b = _budget.get()
+    if b is not None:
+        b.charge(n)
 
 
 def check_deadline() -> None:
