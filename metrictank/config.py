@@ -112,6 +112,10 @@ def _non_negative(v: float) -> str | None:
     return None if v >= 0 else "must not be negative"
 
 
+def _max_nesting(v: int) -> str | None:
+    return None if 0 < v <= 200 else "must be between 1 and 200"
+
+
 def _one_of(*choices: str) -> Callable[[str], str | None]:
     def check(v: str) -> str | None:
         return None if v in choices else f"must be one of {', '.join(choices)}"
@@ -216,6 +220,59 @@ OPTIONS: tuple[Option, ...] = (
         "str",
         "",
         "When set, POST admin endpoints require `Authorization: Bearer <token>`. Never logged.",
+    ),
+    _o(
+        "http",
+        "max-points-per-req-soft",
+        "int",
+        1_000_000,
+        "Points one render may read before it is consolidated harder: each series is then read with at most "
+        "this / series-count points (a coarser archive where there is one) and returned with that many.",
+        _positive,
+    ),
+    _o(
+        "http",
+        "max-points-per-req-hard",
+        "int",
+        20_000_000,
+        "Points one render may read at all (after the soft limit's consolidation); more is a 400 naming the "
+        "figure, decided before anything is read. About 8 bytes each, plus decoding.",
+        _positive,
+    ),
+    _o(
+        "http",
+        "max-series-per-req",
+        "int",
+        100_000,
+        "Series the targets of one render may select; more is a 400 before any data is read. Lower than "
+        "Metrictank's 250000: a series costs Python a few KB per request however few points it has.",
+        _positive,
+    ),
+    _o(
+        "http",
+        "query-timeout",
+        "duration",
+        60.0,
+        "A render still running after this long is abandoned (its thread stops at the next check) and answered "
+        "503.",
+        _positive,
+    ),
+    _o(
+        "http",
+        "max-target-length",
+        "int",
+        65_536,
+        "Characters of one render target; longer is a 400.",
+        _positive,
+    ),
+    _o(
+        "http",
+        "max-nesting-depth",
+        "int",
+        100,
+        "How deeply function calls (and pipes) may nest in a target; deeper is a 400. At most 200: the "
+        "parser and evaluator recurse once per level.",
+        _max_nesting,
     ),
     # --- kafka-mdm-in
     _o("kafka-mdm-in", "enabled", "bool", True, "Consume metrics from Kafka."),

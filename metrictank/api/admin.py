@@ -80,8 +80,11 @@ def admin_router(backend: AdminBackend) -> APIRouter:
         token = backend.admin_token
         if not token:
             return True
-        got = request.headers.get("authorization", "")
-        return hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
+        # RFC 7235: the scheme is case-insensitive (`bearer` from curl scripts and proxies must work); the
+        # token itself is compared in constant time so its length and content do not leak through timing
+        scheme, _, got = request.headers.get("authorization", "").partition(" ")
+        ok = hmac.compare_digest(got.encode(), token.encode())
+        return scheme.lower() == "bearer" and ok
 
     def ready_answer() -> Response:
         if backend.is_ready():

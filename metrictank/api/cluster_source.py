@@ -312,6 +312,23 @@ class ClusterSource:
         return sorted(set(mine).union(*(doc["values"] for _u, _p, doc in answers)))[:limit]
 
     # --- SeriesSource: data ------------------------------------------------------------------------------------
+    def estimate_points(
+        self,
+        org: int,
+        refs: Sequence[SeriesRef],
+        start: int,
+        end: int,
+        max_data_points: int,
+        consolidate_by: str | None,
+    ) -> int:
+        """Estimated by the local source for every series, peers' included (it knows the cluster's storage
+        schemas and estimates a series it does not hold by name): no network round trip before the limits
+        are checked."""
+        estimate = getattr(self.local, "estimate_points", None)
+        if estimate is None:
+            return 0
+        return int(estimate(org, refs, start, end, max_data_points, consolidate_by))
+
     def fetch(
         self,
         org: int,

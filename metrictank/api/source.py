@@ -18,8 +18,10 @@ from metrictank.chunk import decode_chunks
 from metrictank.index.tags import TagQueryError
 from metrictank.query.consolidate import quantize_many
 from metrictank.query.errors import QueryError
+from metrictank.query.limits import check_deadline
 from metrictank.query.series import Series
 from metrictank.query.source import FindNode, SeriesRef
+from metrictank.regex import PatternError
 from metrictank.retention import METHOD_NAMES
 
 __all__ = ["InstanceSource"]
@@ -45,14 +47,23 @@ class InstanceSource:
         self.store = store
         self.lock = lock
         self.clock = clock
+        self.schemas = schemas
         self.max_span = schemas.max_chunkspan()
 
     # --- names ---------------------------------------------------------------------------------------------------
     def find(self, org: int, pattern: str, from_ts: int = 0) -> list[FindNode]:
-        return [FindNode(n.path, n.leaf, n.has_children) for n in self.index.find(org, pattern, from_ts)]
+        try:
+            nodes = self.index.find(org, pattern, from_ts)
+        except PatternError as e:  # a glob past a limit: the user's to fix
+            raise QueryError(str(e)) from None
+        return [FindNode(n.path, n.leaf, n.has_children) for n in nodes]
 
     def resolve(self, org: int, pattern: str) -> list[SeriesRef]:
-        return [SeriesRef(self.index.path_of(r), r) for r in self.index.find_leaves(org, pattern)]
+        try:
+            rows = self.index.find_leaves(org, pattern)
+        except PatternError as e:
+            raise QueryError(str(e)) from None
+        return [SeriesRef(self.index.path_of(r), r) for r in rows]
 
     def resolve_tags(self, org: int, exprs: Sequence[str], from_ts: int = 0) -> list[SeriesRef]:
         try:
@@ -102,6 +113,41 @@ class InstanceSource:
             return usable[-1]
         return usable[0]
 
+    def estimate_points(
+        self,
+        org: int,
+        refs: Sequence[SeriesRef],
+        start: int,
+        end: int,
+        max_data_points: int,
+        consolidate_by: str | None,
+    ) -> int:
+        """Points `fetch` would read: per series, the length of [start, end) on the step of the archive
+        `_archive` picks for its schema (one computation per distinct schema). A series this node does not hold
+        (a peer's, in a cluster) is estimated by name with the schema its name matches at its finest archive:
+        the cluster shares one storage-schemas file, and the finest archive is the costliest case."""
+        now = int(self.clock())
+        per_schema: dict[int, int] = {}
+        schemas: dict[int, object] = {}
+        total = 0
+        for ref in refs:
+            schema = None
+            if isinstance(ref.key, int | np.integer):
+                try:
+                    schema = self.tank.schema_of(int(ref.key))[0]
+                except KeyError:
+                    continue  # removed since it was resolved: fetch skips it too
+            else:
+                schema = self.schemas.match(ref.name, 0)[1]
+            sid = id(schema)
+            n = per_schema.get(sid)
+            if n is None:
+                schemas[sid] = schema  # keeps the id valid while the cache is in use
+                interval = schema.retentions[self._archive(schema, start, end, max_data_points, now)].interval
+                n = per_schema[sid] = max(0, -(-(end - start) // interval))
+            total += n
+        return total
+
     def fetch(
         self,
         org: int,
@@ -143,6 +189,7 @@ class InstanceSource:
             archive, method, _interval = gkey
             got: list = []
             for b in range(0, len(members), _READ_BLOCK):
+                check_deadline()  # a request past its deadline stops here
                 block = members[b : b + _READ_BLOCK]
                 with self.lock:
                     snaps, keys = self._snapshot_block(block, archive, method, start, end)
@@ -159,6 +206,7 @@ class InstanceSource:
         rows_of: dict[tuple, tuple[int, np.ndarray]] = {}  # group -> (first, matrix)
         where: dict[tuple[int, int, str | None], int] = {}  # (plan, archive, method) -> row in its group
         for gkey, members in groups.items():
+            check_deadline()
             ts_parts: list[np.ndarray] = []
             val_parts: list[np.ndarray] = []
             counts = np.empty(len(members), np.int64)
@@ -255,6 +303,7 @@ class InstanceSource:
             by_end.setdefault(upto, []).append((key, amkey, ttl))
         out = {}
         for upto, items in by_end.items():
+            check_deadline()
             res = self.store.read_many([(a, t) for _k, a, t in items], start, upto, self.max_span)
             # chunks of item i are contiguous and in the store's t0 order: the points of each item are one slice
             # of the decoded arrays, already sorted unless chunks overlap (then sorted stably, keeping the

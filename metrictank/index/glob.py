@@ -5,51 +5,21 @@ plain name or a `{a,b}` list of plain names becomes direct dict lookups (no scan
 lone `*` takes every child, and only real wildcards pay for a regex scan. Semantics follow graphite-web
 (fnmatch per component after brace expansion): `*` any run, `?` exactly one character, `[..]` / `[!..]`
 a character class, `{a,b}` alternatives, nestable and combinable with the others (`host{1,2}*`).
+
+Compilation is `metrictank.regex.compile_glob`: linear in the pattern, bounded by documented limits
+(PatternError past them), and done by the caller before it takes the index lock, so a hostile pattern costs
+its own request a 400 and never holds up ingest.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
-MAX_EXPANSIONS = 10_000
-_WILD = frozenset("*?[")
+from metrictank.regex import MAX_EXPANSIONS, MAX_GLOB_LENGTH, PatternError, compile_glob, expand_braces
 
-
-def expand_braces(s: str) -> list[str]:
-    """All brace-free alternatives of `s`; an unmatched `{` or `}` is literal."""
-    out = _expand(s)
-    # de-duplicate, keeping first occurrence, so `{a,a}` is matched once
-    return list(dict.fromkeys(out))
-
-
-def _expand(s: str) -> list[str]:
-    i = s.find("{")
-    if i < 0:
-        return [s]
-    depth, start, opts = 0, i + 1, []
-    for j in range(i, len(s)):
-        c = s[j]
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                opts.append(s[start:j])
-                break
-        elif c == "," and depth == 1:
-            opts.append(s[start:j])
-            start = j + 1
-    else:  # no closing brace: the '{' is an ordinary character
-        return [s[: i + 1] + rest for rest in _expand(s[i + 1 :])]
-    head, tails = s[:i], _expand(s[j + 1 :])
-    out = [head + o + t for opt in opts for o in _expand(opt) for t in tails]
-    if len(out) > MAX_EXPANSIONS:
-        raise ValueError(f"glob {s!r} expands to more than {MAX_EXPANSIONS} alternatives")
-    return out
+__all__ = ["MAX_EXPANSIONS", "Matcher", "PatternError", "compile_component", "compile_path", "expand_braces"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +28,8 @@ class Matcher:
 
     kind: str  # "all" | "exact" | "regex"
     names: tuple[str, ...] = ()
-    match: Callable[[str], object] | None = None
+    match: Callable[[str], bool] | None = None
+    expansions: int = 1
 
 
 @lru_cache(maxsize=4096)
@@ -66,13 +37,34 @@ def compile_component(comp: str) -> Matcher:
     """Matcher for one '.'-separated pattern component (cached: dashboards repeat their patterns)."""
     if comp == "*":
         return Matcher("all")
-    alts = expand_braces(comp)
-    if not any(_WILD & set(a) for a in alts):
-        return Matcher("exact", tuple(alts))
-    if "*" in alts:
-        return Matcher("all")
-    rx = re.compile("|".join(fnmatch.translate(a) for a in alts))
-    return Matcher("regex", match=rx.match)
+    g = compile_glob(comp)
+    if g.matches_all:
+        return Matcher("all", expansions=g.expansions)
+    if g.exact is not None:
+        return Matcher("exact", g.exact, expansions=g.expansions)
+    return Matcher("regex", match=g.fullmatch, expansions=g.expansions)
+
+
+def compile_path(pattern: str) -> list[Matcher]:
+    """Matchers of every component of a path glob, ready for `Tree.find`.
+
+    Raises PatternError when the pattern is past a limit: longer than MAX_GLOB_LENGTH, braces nested deeper
+    than MAX_BRACE_DEPTH, or more than MAX_EXPANSIONS alternatives over all components together (what
+    graphite-web would expand the pattern to)."""
+    if len(pattern) > MAX_GLOB_LENGTH:
+        raise PatternError(
+            f"glob of {len(pattern)} characters is longer than the limit of {MAX_GLOB_LENGTH} characters"
+        )
+    out = [compile_component(c) for c in pattern.split(".")]
+    total = 1
+    for m in out:
+        total *= m.expansions
+        if total > MAX_EXPANSIONS:
+            raise PatternError(
+                f"glob {pattern[:100]!r} expands to more than {MAX_EXPANSIONS} alternatives "
+                "(each {...} group multiplies them)"
+            )
+    return out
 
 
 def has_wildcards(comp: str) -> bool:

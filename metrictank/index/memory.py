@@ -22,7 +22,6 @@ and `touch`, the per-batch ingest calls, take no lock, so a long `find` never st
 from __future__ import annotations
 
 import operator
-import re
 import sys
 import threading
 from collections.abc import Iterable, Sequence
@@ -31,10 +30,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from metrictank.index.glob import compile_path
 from metrictank.index.keys import M32, format_id, parse_id, parse_ids
 from metrictank.index.keytable import KeyTable
 from metrictank.index.tags import TagIndex, TagQueryError, parse_query, tag_value
 from metrictank.index.tree import Tree, node_info
+from metrictank.regex import PatternError, UserRegex, compile_user_regex
 
 PUBLIC_ORG = -1
 
@@ -127,13 +128,14 @@ def _rows_of(p: int | Sequence[int]) -> Sequence[int]:
     return (p,) if isinstance(p, int) else p
 
 
-def _filter(regex: str | None) -> re.Pattern[str] | None:
+def _filter(regex: str | None) -> UserRegex | None:
+    """The compiled `filter` of a tag listing, on RE2 (compiled before the lock, like every user pattern)."""
     if not regex:
         return None
     try:
-        return re.compile(regex)
-    except re.error as e:
-        raise TagQueryError(f"invalid filter regex {regex!r}: {e}") from None
+        return compile_user_regex(regex, "filter")
+    except PatternError as e:
+        raise TagQueryError(str(e)) from None
 
 
 def _limit(items: list[str], limit: int | None) -> list[str]:
@@ -629,8 +631,11 @@ class MemoryIndex:
         with neither rows nor children is dropped. A pattern containing ';' is an exact tagged path."""
         if not pattern:
             return []
+        # compiled before the lock: however costly a pattern is, it is paid by this request alone, and a
+        # pattern past a limit raises PatternError without ever holding up ingest
+        matchers = None if ";" in pattern else compile_path(pattern)
         with self._lock:
-            if ";" in pattern:
+            if matchers is None:
                 out = self._find_tagged(org, pattern)
             else:
                 out = []
@@ -639,7 +644,7 @@ class MemoryIndex:
                     tree = self._trees.get(o)
                     if tree is None:
                         continue
-                    paths, vals = tree.find(pattern)
+                    paths, vals = tree.find(pattern, matchers)
                     if seen is None:  # the first org's nodes need no de-duplication
                         seen = set(paths) if o != PUBLIC_ORG else set()
                         out.extend(_nodes(paths, vals))

@@ -15,13 +15,14 @@ value (graphite-web's rule), so `t!=v`, `t=` and a regex that matches "" accept 
 
 from __future__ import annotations
 
-import re
 import sys
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
+
+from metrictank.regex import PatternError, UserRegex, compile_user_regex
 
 Posting = int | array
 OrgTags = dict[str, dict[str, Posting]]
@@ -51,7 +52,7 @@ class Expr:
     key: str
     op: str
     value: str
-    rx: re.Pattern[str] | None = None
+    rx: UserRegex | None = None  # RE2: a user's regex runs in time linear in the value, whatever it is
 
     @property
     def positive(self) -> bool:
@@ -59,9 +60,9 @@ class Expr:
         if self.op in (EQ, HAS, PREFIX, MATCH_NONE):
             return True
         if self.op == MATCH:
-            return self.rx is not None and self.rx.match("") is None
+            return self.rx is not None and not self.rx.match("")
         if self.op == NOT_MATCH:
-            return self.rx is not None and self.rx.match("") is not None
+            return self.rx is not None and self.rx.match("")
         return False
 
     def passes(self, v: str | None) -> bool:
@@ -78,9 +79,9 @@ class Expr:
         if op == PREFIX:
             return v is not None and v.startswith(self.value)
         if op == MATCH:
-            return self.rx.match(v or "") is not None  # type: ignore[union-attr]
+            return self.rx.match(v or "")  # type: ignore[union-attr]
         if op == NOT_MATCH:
-            return self.rx.match(v or "") is None  # type: ignore[union-attr]
+            return not self.rx.match(v or "")  # type: ignore[union-attr]
         return op == MATCH_ALL
 
 
@@ -127,9 +128,9 @@ def parse_expr(expr: str) -> Expr:
         if pattern in _MATCH_ANY_RE:
             return Expr(key, MATCH_NONE if not_ else MATCH_ALL, value)
         try:
-            rx = re.compile(pattern)
-        except re.error as e:
-            raise TagQueryError(f"invalid tag expression {expr!r}: bad regex: {e}") from None
+            rx = compile_user_regex(pattern, f"tag expression {expr!r}")
+        except PatternError as e:
+            raise TagQueryError(str(e)) from None
         return Expr(key, NOT_MATCH if not_ else MATCH, value, rx)
     if prefix:
         return Expr(key, PREFIX if value else MATCH_ALL, value)

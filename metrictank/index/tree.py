@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 
-from metrictank.index.glob import compile_component
+from metrictank.index.glob import Matcher, compile_path
 
 Rows = int | tuple[int, ...]
 
@@ -204,15 +204,17 @@ class Tree:
                 return None
         return v
 
-    def find(self, pattern: str) -> tuple[list[str], list[object]]:
+    def find(self, pattern: str, matchers: list[Matcher] | None = None) -> tuple[list[str], list[object]]:
         """Paths and child slot values matching a glob, as two parallel lists.
 
-        Two flat lists rather than (path, node) pairs: pairs are GC-tracked objects, and a wide find
-        that allocates a hundred thousand of them sets off full collections of the whole heap."""
+        `matchers` is `compile_path(pattern)` when the caller compiled it already (the index does, before
+        taking its lock). Two flat lists rather than (path, node) pairs: pairs are GC-tracked objects, and a
+        wide find that allocates a hundred thousand of them sets off full collections of the whole heap."""
+        if matchers is None:
+            matchers = compile_path(pattern)
         paths: list[str] = [""]
         nodes: list[object] = [self.root]
-        for depth, comp in enumerate(pattern.split(".")):
-            m = compile_component(comp)
+        for depth, m in enumerate(matchers):
             npaths: list[str] = []
             nnodes: list[object] = []
             add_path, add_node = npaths.append, nnodes.append
@@ -241,7 +243,7 @@ class Tree:
                     for k, v in ch.items():  # type: ignore[attr-defined]
                         ok = memo.get(k)
                         if ok is None:
-                            ok = memo[k] = match(k) is not None
+                            ok = memo[k] = match(k)
                         if ok:
                             add_path(pre + k)
                             add_node(v)

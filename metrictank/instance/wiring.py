@@ -290,9 +290,14 @@ class Instance:
     def _start_http(self) -> None:
         import uvicorn
 
-        from metrictank.api import create_app
+        from metrictank.api import QueryLimits, create_app
 
-        app = create_app(self, lambda: self.query_source, local_source=lambda: self.local_source)
+        app = create_app(
+            self,
+            lambda: self.query_source,
+            local_source=lambda: self.local_source,
+            query_limits=QueryLimits.from_config(self.cfg.http),
+        )
         config = uvicorn.Config(
             app, host=self.http_host, port=self.http_port, log_level="warning", access_log=False
         )

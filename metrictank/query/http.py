@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, tzinfo
@@ -21,17 +23,22 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from metrictank.regex import PatternError, compile_user_regex
 
 from .encode import render_csv, render_json, render_msgpack, render_pickle
 from .engine import render, resolve_range
 from .errors import QueryError
 from .functions import FUNCTIONS, dumps_functions, functions_json
+from .limits import Deadline, QueryLimits
 from .match import parse_tag_expr, parse_tag_query
 from .series import tags_from_name
 from .source import FindNode, SeriesSource
 from .timeparse import parse_time
 
 _Endpoint = Callable[..., Awaitable[Response]]
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_DATA_POINTS = 800  # Metrictank's default when the request has none
 TAGDB_DEFAULT_LIMIT = 100
@@ -109,6 +116,26 @@ def _json(doc: Any, jsonp: str | None = None) -> Response:
     return _maybe_jsonp(body, jsonp)
 
 
+# a JavaScript identifier path (`cb`, `jQuery123.handlers.x`): the only thing a jsonp callback needs to be. Anything
+# else reflected in front of our JSON as text/javascript would let a page that can choose the parameter run its
+# own script in the context of whoever loads the URL.
+_JSONP = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*(?:\.[A-Za-z_$][A-Za-z0-9_$]*)*")
+MAX_JSONP_LENGTH = 128
+
+
+def _jsonp(p: Params) -> str | None:
+    """The validated `jsonp` callback name, None when absent; QueryError (400) naming jsonp otherwise."""
+    cb = _one(p, "jsonp")
+    if not cb:
+        return None
+    if len(cb) > MAX_JSONP_LENGTH or not _JSONP.fullmatch(cb):
+        raise QueryError(
+            f"invalid jsonp: must be a JavaScript identifier or dotted path of identifiers "
+            f"(letters, digits, _ and $, at most {MAX_JSONP_LENGTH} characters)"
+        )
+    return cb
+
+
 def _maybe_jsonp(body: bytes, jsonp: str | None) -> Response:
     if jsonp:
         return Response(jsonp.encode() + b"(" + body + b")", media_type="text/javascript")
@@ -123,15 +150,31 @@ def _error(e: QueryError, as_json: bool = False) -> Response:
 
 def _query_errors_as_4xx(as_json: bool = False) -> Callable[[_Endpoint], _Endpoint]:
     """Endpoint decorator: a QueryError (bad parameter, bad query) becomes its status with the message, as
-    plain text or (for the tag autocomplete endpoints, as graphite-web does) `{"error": ...}`."""
+    plain text or (for the tag autocomplete endpoints, as graphite-web does) `{"error": ...}`.
+
+    Other known user-caused errors are mapped too (a pattern past a limit, an unparsable request body); anything
+    else is a bug: logged with its traceback and answered 500 here, as a response, so the client's keep-alive
+    connection survives (an exception escaping the app makes the server drop it)."""
 
     def wrap(endpoint: _Endpoint) -> _Endpoint:
         @functools.wraps(endpoint)  # FastAPI reads the parameters from the wrapped signature
         async def answer(*args: Any, **kwargs: Any) -> Response:
             try:
-                return await endpoint(*args, **kwargs)
+                response = await endpoint(*args, **kwargs)
             except QueryError as e:
-                return _error(e, as_json)
+                response = _error(e, as_json)
+            except PatternError as e:
+                response = _error(QueryError(str(e)), as_json)
+            except StarletteHTTPException as e:  # e.g. a malformed multipart body
+                response = _error(QueryError(str(e.detail), e.status_code), as_json)
+            except RecursionError:
+                response = _error(QueryError("query nests too deeply to evaluate"), as_json)
+            except Exception:  # noqa: BLE001 - last resort: a bug, but still an answer
+                log.exception("unexpected error in %s", endpoint.__name__)
+                response = _error(QueryError("internal error (logged on the server)", 500), as_json)
+            # browsers must not sniff a JSON (or error) body into something executable
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            return response
 
         return answer
 
@@ -173,10 +216,14 @@ def completer(nodes: list[FindNode]) -> dict[str, list[dict[str, str]]]:
 
 
 def graphite_router(
-    get_source: Callable[[], SeriesSource], clock: Callable[[], float] = time.time
+    get_source: Callable[[], SeriesSource],
+    clock: Callable[[], float] = time.time,
+    limits: QueryLimits | None = None,
 ) -> APIRouter:
-    """The Graphite API routes, reading through `get_source()` (called per request)."""
+    """The Graphite API routes, reading through `get_source()` (called per request); every render is held to
+    `limits` (the `[http]` query limits; defaults when None)."""
     router = APIRouter()
+    limits = limits or QueryLimits()
 
     @router.api_route("/render", methods=["GET", "POST"])
     @_query_errors_as_4xx()
@@ -188,15 +235,23 @@ def graphite_router(
         fmt = (_one(p, "format") or "json").lower()
         if fmt not in ("json", "csv", "msgpack", "pickle"):
             raise QueryError(f"invalid format specified: {fmt!r} (supported: json, csv, msgpack, pickle)")
+        jsonp = _jsonp(p)
         mdp = _int(p, "maxDataPoints", DEFAULT_MAX_DATA_POINTS)
+        if mdp < 0:
+            raise QueryError(f"invalid maxDataPoints {mdp}: must be positive (0 or absent means the default)")
+        if mdp == 0:
+            mdp = DEFAULT_MAX_DATA_POINTS  # not "unlimited": that was a way around every memory bound
         if _bool(p, "local"):
-            mdp = 0  # graphite-web fetching for its own processing wants full resolution
+            mdp = 0  # graphite-web fetching for its own processing: full resolution, within the point budget
         tz = _tz(p)
         org = _org(request)
         now = int(clock())
         until = _one(p, "until") or _one(p, "to")
         source = get_source()
-        series = await run_in_threadpool(render, targets, _one(p, "from"), until, mdp, source, org, now, tz)
+        deadline = Deadline(limits.query_timeout)
+        series = await run_in_threadpool(
+            render, targets, _one(p, "from"), until, mdp, source, org, now, tz, limits, deadline
+        )
         if fmt == "csv":
             return Response(await run_in_threadpool(render_csv, series), media_type="text/csv")
         if fmt == "msgpack":
@@ -206,7 +261,7 @@ def graphite_router(
         if fmt == "pickle":
             return Response(await run_in_threadpool(render_pickle, series), media_type="application/pickle")
         body = await run_in_threadpool(render_json, series, _bool(p, "noNullPoints"))
-        return _maybe_jsonp(body, _one(p, "jsonp"))
+        return _maybe_jsonp(body, jsonp)
 
     @router.api_route("/metrics/find", methods=["GET", "POST"])
     @_query_errors_as_4xx()
@@ -215,6 +270,7 @@ def graphite_router(
         query = _one(p, "query")
         if not query:
             raise QueryError("missing required parameter 'query'")
+        jsonp = _jsonp(p)
         fmt = (_one(p, "format") or "treejson").lower()
         if fmt not in ("treejson", "json", "completer"):
             raise QueryError(f"invalid format specified: {fmt!r} (supported: treejson, json, completer)")
@@ -238,7 +294,7 @@ def graphite_router(
         if _bool(p, "leavesOnly"):
             nodes = [n for n in nodes if n.leaf]
         doc: Any = completer(nodes) if fmt == "completer" else treejson(query, nodes)
-        return _json(doc, _one(p, "jsonp"))
+        return _json(doc, jsonp)
 
     @router.api_route("/metrics/expand", methods=["GET", "POST"])
     @_query_errors_as_4xx()
@@ -248,6 +304,7 @@ def graphite_router(
         if not queries:
             raise QueryError("missing required parameter 'query'")
         leaves_only = _bool(p, "leavesOnly")
+        jsonp = _jsonp(p)
         org = _org(request)
         source = get_source()
         results: dict[str, list[str]] = {}
@@ -258,15 +315,16 @@ def graphite_router(
             doc: Any = {"results": results}
         else:
             doc = {"results": sorted({path for paths in results.values() for path in paths})}
-        return _json(doc, _one(p, "jsonp"))
+        return _json(doc, jsonp)
 
     @router.get("/metrics/index.json")
     @_query_errors_as_4xx()
     async def index_endpoint(request: Request) -> Response:
         p = await _params(request)
+        jsonp = _jsonp(p)
         org = _org(request)
         paths = await run_in_threadpool(get_source().all_paths, org)
-        return _json(sorted(set(paths)), _one(p, "jsonp"))
+        return _json(sorted(set(paths)), jsonp)
 
     @router.api_route("/tags", methods=["GET", "POST"])
     @_query_errors_as_4xx()
@@ -350,12 +408,14 @@ def graphite_router(
         return _json({"tag": tag, "values": [{"count": values[v], "value": v} for v in sorted(values)]})
 
     @router.api_route("/functions", methods=["GET", "POST"])
+    @_query_errors_as_4xx()
     async def functions_endpoint(request: Request) -> Response:
         p = await _params(request)
         body = dumps_functions(functions_json(_one(p, "group"), _bool(p, "grouped")))
         return Response(body, media_type="application/json")
 
     @router.api_route("/functions/{name}", methods=["GET", "POST"])
+    @_query_errors_as_4xx()
     async def function_endpoint(name: str) -> Response:
         fdef = FUNCTIONS.get(name)
         if fdef is None:
@@ -395,13 +455,12 @@ def _from_ts(p: Params, now: int, default_ago: int) -> int:
 
 
 def _regex_param(p: Params, name: str) -> str | None:
-    import re
-
+    """A regex parameter (`filter`), validated as the source will compile it (RE2, bounded length)."""
     raw = _one(p, name)
     if not raw:
         return None
     try:
-        re.compile(raw)
-    except re.error as e:
-        raise QueryError(f"invalid regular expression in {name}: {e}") from None
+        compile_user_regex(raw, name)
+    except PatternError as e:
+        raise QueryError(str(e)) from None
     return raw

@@ -12,49 +12,12 @@ Pure matching logic, shared by the in-memory `StaticSource` and available to an 
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+
+from metrictank.regex import PatternError, UserRegex, compile_glob, compile_user_regex
 
 from .errors import QueryError
-
-
-def _glob_part(pattern: str) -> str:
-    out: list[str] = []
-    i = 0
-    n = len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            out.append("[^.]*")
-        elif c == "?":
-            out.append("[^.]")
-        elif c == "[":
-            j = pattern.find("]", i + 1)
-            if j == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : j]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = j
-        elif c == "{":
-            depth, j = 1, i + 1
-            while j < n and depth:
-                depth += {"{": 1, "}": -1}.get(pattern[j], 0)
-                j += 1
-            if depth:
-                out.append(re.escape(c))
-            else:
-                alts = _split_top(pattern[i + 1 : j - 1])
-                out.append("(?:" + "|".join(_glob_part(a) for a in alts) + ")")
-                i = j - 1
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
 
 
 def _split_outside_braces(text: str, sep: str) -> list[str]:
@@ -75,10 +38,13 @@ def _split_top(body: str) -> list[str]:
     return _split_outside_braces(body, ",")
 
 
-@lru_cache(maxsize=4096)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """Compiled full-match regex of a Graphite path glob."""
-    return re.compile(_glob_part(pattern) + r"\Z")
+def glob_matcher(pattern: str) -> Callable[[str], bool]:
+    """Full-path matcher of a Graphite path glob (`*` and `?` never cross a `.`), compiled by the same linear,
+    limited translator the index uses; QueryError (400) for a pattern past a limit."""
+    try:
+        return compile_glob(pattern).fullmatch
+    except PatternError as e:
+        raise QueryError(str(e)) from None
 
 
 def is_glob(pattern: str) -> bool:
@@ -87,8 +53,8 @@ def is_glob(pattern: str) -> bool:
 
 def match_paths(pattern: str, paths: Iterable[str]) -> list[str]:
     """The paths (full metric names) a glob selects, sorted."""
-    rx = glob_regex(pattern)
-    return sorted(p for p in paths if rx.match(p))
+    match = glob_matcher(pattern)
+    return sorted(p for p in paths if match(p))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +71,14 @@ def find_nodes(pattern: str, paths: Iterable[str]) -> list[FindMatch]:
     when it is itself a metric and has children when some metric continues below it (both can hold).
     """
     depth = len(_split_nodes(pattern))
-    rx = glob_regex(pattern)
+    match = glob_matcher(pattern)
     nodes: dict[str, list[bool]] = {}
     for p in paths:
         parts = p.split(".")
         if len(parts) < depth:
             continue
         prefix = ".".join(parts[:depth])
-        if not rx.match(prefix):
+        if not match(prefix):
             continue
         flags = nodes.setdefault(prefix, [False, False])
         if len(parts) == depth:
@@ -134,7 +100,7 @@ class TagExpr:
     key: str
     op: str
     value: str
-    regex: re.Pattern[str] | None = None
+    regex: UserRegex | None = None  # RE2, see metrictank.regex
 
     def matches(self, tags: Mapping[str, str]) -> bool:
         v = tags.get(self.key, "")
@@ -145,7 +111,7 @@ class TagExpr:
         if self.op == "^=":
             return v.startswith(self.value)
         assert self.regex is not None
-        hit = self.regex.match(v) is not None
+        hit = self.regex.match(v)
         return hit if self.op == "=~" else not hit
 
     def requires_value(self) -> bool:
@@ -157,33 +123,46 @@ class TagExpr:
         if self.op == "^=":
             return self.value != ""
         if self.op == "=~":
-            return self.regex is not None and self.regex.match("") is None
+            return self.regex is not None and not self.regex.match("")
         return False
 
     def __str__(self) -> str:
         return f"{self.key}{self.op}{self.value}"
 
 
-_TAG_EXPR = re.compile(r"^([^=!^~;]+?)\s*(!=~|=~|!=|\^=|=)\s*(.*)$", re.S)
+_TAG_OPS = ("!=~", "=~", "!=", "^=", "=")
+
+
+def _split_tag_expr(text: str) -> tuple[str, str, str] | None:
+    """(key, operator, value) of `key op value`, or None. A plain scan: the regex this replaces backtracked
+    quadratically on a long run of blanks."""
+    s = text.strip()
+    i = next((k for k, c in enumerate(s) if c in "=!^~;"), -1)
+    if i <= 0:
+        return None
+    op = next((o for o in _TAG_OPS if s.startswith(o, i)), None)
+    if op is None:
+        return None
+    return s[:i].strip(), op, s[i + len(op) :].lstrip()
 
 
 def parse_tag_expr(text: str) -> TagExpr:
     """Parse one expression such as `dc=~eu-.*`; QueryError (400) when malformed or a bad regex."""
-    m = _TAG_EXPR.match(text.strip())
-    if not m or not m.group(1).strip():
+    parts = _split_tag_expr(text)
+    if parts is None or not parts[0]:
         raise QueryError(
             f"invalid tag expression {text!r}: expected key=value, key!=value, key=~regex, "
             "key!=~regex or key^=prefix"
         )
-    key, op, value = m.group(1).strip(), m.group(2), m.group(3)
+    key, op, value = parts
     if ";" in value:
         raise QueryError(f"invalid tag expression {text!r}: ';' is not allowed in a value")
     regex = None
     if op in ("=~", "!=~"):
         try:
-            regex = re.compile(value)
-        except re.error as e:
-            raise QueryError(f"invalid regular expression in tag expression {text!r}: {e}") from None
+            regex = compile_user_regex(value, f"tag expression {text!r}")
+        except PatternError as e:
+            raise QueryError(str(e)) from None
     return TagExpr(key, op, value, regex)
 
 

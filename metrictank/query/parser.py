@@ -20,7 +20,11 @@ from .errors import QueryError
 _SYMBOLS = "(){},'\"\\|"
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _KWARG = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*=(?![=~])")
-_NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][-+]?[0-9]+)?")
+# calls (and pipes) nested deeper than this are refused: the parser and the evaluator recurse once per level,
+# and Python's stack is not unbounded (1000 nested sumSeries( was a RecursionError, a 500)
+DEFAULT_MAX_NESTING_DEPTH = 100
+DEFAULT_MAX_TARGET_LENGTH = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +60,17 @@ Node = PathExpr | Literal | Call
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, max_depth: int = DEFAULT_MAX_NESTING_DEPTH) -> None:
         self.s = text
         self.i = 0
+        self.depth = 0
+        self.max_depth = max_depth
+
+    def too_deep(self) -> QueryError:
+        return QueryError(
+            f"target nests function calls deeper than the limit of {self.max_depth} (max-nesting-depth) "
+            f"at position {self.i}"
+        )
 
     def error(self, msg: str, pos: int | None = None) -> QueryError:
         at = self.i if pos is None else pos
@@ -110,8 +122,11 @@ class _Parser:
             self.i = m.end()
             if self._delimited():
                 text = m.group(0)
-                if re.fullmatch(r"[-+]?\d+", text):
-                    return Literal(int(text), "int", start, text)
+                if re.fullmatch(r"[-+]?[0-9]+", text):
+                    try:
+                        return Literal(int(text), "int", start, text)
+                    except ValueError:  # more digits than Python converts
+                        raise self.error(f"integer {text[:20]}... is too long") from None
                 return Literal(float(text), "float", start, text)
             self.i = save
         m = _IDENT.match(self.s, self.i)
@@ -193,6 +208,15 @@ class _Parser:
         return PathExpr("".join(out), start)
 
     def call(self, name: str, start: int) -> Call:
+        self.depth += 1
+        if self.depth > self.max_depth:
+            raise self.too_deep()
+        try:
+            return self._call(name, start)
+        finally:
+            self.depth -= 1
+
+    def _call(self, name: str, start: int) -> Call:
         open_pos = self.i
         self.i += 1  # the '('
         args: list[Node] = []
@@ -230,9 +254,16 @@ class _Parser:
         raise self.error(f"unbalanced parenthesis: missing ')' to close '{name}(' opened", open_pos)
 
 
-def parse_target(text: str) -> Node:
-    """The expression tree of one target; QueryError (400) with the position on any syntax error."""
-    p = _Parser(text)
+def parse_target(
+    text: str, max_depth: int = DEFAULT_MAX_NESTING_DEPTH, max_length: int = DEFAULT_MAX_TARGET_LENGTH
+) -> Node:
+    """The expression tree of one target; QueryError (400) with the position on any syntax error, and for a
+    target longer than `max_length` characters or nesting calls and pipes deeper than `max_depth`."""
+    if len(text) > max_length:
+        raise QueryError(
+            f"target of {len(text)} characters is longer than the limit of {max_length} (max-target-length)"
+        )
+    p = _Parser(text, max_depth)
     p.ws()
     if not p.peek():
         raise QueryError("empty target")
@@ -243,7 +274,24 @@ def parse_target(text: str) -> Node:
         if ch == ")":
             raise p.error("unbalanced parenthesis: unexpected ')'")
         raise p.error(f"unexpected character {ch!r} after expression")
+    if depth(node) > max_depth:  # pipes nest without recursing in the parser: `a | f() | f() ...`
+        raise QueryError(
+            f"target nests function calls deeper than the limit of {max_depth} (max-nesting-depth)"
+        )
     return node
+
+
+def depth(node: Node) -> int:
+    """How deeply calls nest in a tree (0 for a path or literal); iterative, so any tree can be measured."""
+    best = 0
+    stack: list[tuple[Node, int]] = [(node, 0)]
+    while stack:
+        n, d = stack.pop()
+        if isinstance(n, Call):
+            d += 1
+            best = max(best, d)
+            stack.extend((a, d) for a in (*n.args, *n.kwargs.values()))
+    return best
 
 
 def find_calls(node: Node) -> list[Call]:

@@ -11,15 +11,17 @@ and must be returned to every org, as Metrictank does.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from metrictank.regex import PatternError, UserRegex, compile_user_regex
+
 from .consolidate import quantize
 from .errors import QueryError
+from .limits import check_deadline
 from .match import find_nodes, match_paths, match_tags, parse_tag_expr
 from .series import Series, tags_from_name
 
@@ -84,6 +86,21 @@ class SeriesSource(Protocol):
         """
         ...
 
+    def estimate_points(
+        self,
+        org: int,
+        refs: Sequence[SeriesRef],
+        start: int,
+        end: int,
+        max_data_points: int,
+        consolidate_by: str | None,
+    ) -> int:
+        """How many points `fetch` with the same arguments would read: per series, the points of [start, end)
+        on the step of the archive it would choose, summed. Must be cheap (no data is read): the engine calls
+        it to enforce the request's point limits before fetching. Optional; without it the limits are not
+        checked in advance."""
+        ...
+
     def all_paths(self, org: int) -> list[str]:
         """Every series name visible to the org (for /metrics/index.json)."""
         ...
@@ -107,6 +124,13 @@ class SeriesSource(Protocol):
     ) -> list[str]:
         """Sorted values of `tag` starting with `prefix` among series matching `exprs`; at most `limit`."""
         ...
+
+
+def _filter(regex: str | None) -> UserRegex | None:
+    try:
+        return compile_user_regex(regex, "filter") if regex else None
+    except PatternError as e:
+        raise QueryError(str(e)) from None
 
 
 @dataclass
@@ -183,6 +207,23 @@ class StaticSource:
         ]
         return [r for r in refs if r.last_update >= from_ts] if from_ts else refs
 
+    def estimate_points(
+        self,
+        org: int,
+        refs: Sequence[SeriesRef],
+        start: int,
+        end: int,
+        max_data_points: int,
+        consolidate_by: str | None,
+    ) -> int:
+        store = self._visible(org)
+        total = 0
+        for ref in refs:
+            st = store.get(ref.name)
+            if st is not None:
+                total += max(0, (end - 1) // st.step - -(-start // st.step) + 1)
+        return total
+
     def fetch(
         self,
         org: int,
@@ -195,7 +236,9 @@ class StaticSource:
         self.fetches.append((org, tuple(r.name for r in refs), start, end, max_data_points, consolidate_by))
         store = self._visible(org)
         out = []
-        for ref in refs:
+        for i, ref in enumerate(refs):
+            if i % 256 == 0:
+                check_deadline()
             st = store.get(ref.name)
             if st is None:
                 raise QueryError(f"unknown series {ref.name!r}", status=404)
@@ -223,11 +266,11 @@ class StaticSource:
 
     def tags(self, org: int, filter: str | None) -> list[str]:
         keys = {k for t in self._visible_tags(org).values() for k in t}
-        rx = re.compile(filter) if filter else None
+        rx = _filter(filter)
         return sorted(k for k in keys if rx is None or rx.search(k))
 
     def tag_values(self, org: int, tag: str, filter: str | None) -> dict[str, int]:
-        rx = re.compile(filter) if filter else None
+        rx = _filter(filter)
         counts: dict[str, int] = {}
         for t in self._visible_tags(org).values():
             v = t.get(tag)

@@ -217,7 +217,20 @@ def wait_until(cond, timeout: float, what: str, proc: InstanceProc | None = None
     if proc is not None:
         try:
             n = proc.node()
-            state = "\nnode: " + str({k: n.get(k) for k in ("primary", "state", "pendingWrites", "savedMarks", "chunksQueued", "chunksSkippedPartial", "failover")})
+            state = "\nnode: " + str(
+                {
+                    k: n.get(k)
+                    for k in (
+                        "primary",
+                        "state",
+                        "pendingWrites",
+                        "savedMarks",
+                        "chunksQueued",
+                        "chunksSkippedPartial",
+                        "failover",
+                    )
+                }
+            )
         except Exception as e:  # noqa: BLE001 - diagnostics only
             state = f"\nnode: unavailable ({e})"
     raise AssertionError(f"timed out waiting for {what}" + (f"\n{proc.tail()}{state}" if proc else ""))

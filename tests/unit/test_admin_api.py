@@ -116,6 +116,22 @@ def test_token_required_for_post_only():
     assert r.status_code == 200 and be.primary
 
 
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
+def test_bearer_scheme_is_case_insensitive(scheme):
+    """RFC 7235: the auth scheme is case-insensitive (curl scripts and proxies send `bearer`); the token is not."""
+    be = FakeBackend(token="s3cret")
+    c = TestClient(create_app(be))
+    ok = c.post("/node", data={"primary": "true"}, headers={"Authorization": f"{scheme} s3cret"})
+    assert ok.status_code == 200 and be.primary
+    bad = c.post("/node", data={"primary": "false"}, headers={"Authorization": f"{scheme} S3CRET"})
+    assert bad.status_code == 401
+    for header in ("s3cret", "Basic s3cret", "Bearers3cret", f"{scheme}  s3cret x"):
+        assert (
+            c.post("/node", data={"primary": "false"}, headers={"Authorization": header}).status_code == 401
+        )
+    assert be.primary
+
+
 def test_metrics_and_priority(client):
     assert "promotion_wait" in client.get("/metrics").text
     assert client.get("/priority").json() == {"priority": 3}
