@@ -481,6 +481,19 @@ def cluster() -> None:
     """Look at the whole cluster through one node."""
 
 
+def _lease(m: dict) -> str:
+    """The primary lease as this member last saw it: holder@epoch, `*` when it holds a valid lease itself,
+    `!` when it is a primary that cannot prove its lease (fenced)."""
+    f = m.get("failover") or {}
+    lease = f.get("lease")
+    if not lease:
+        return "-"
+    if not lease.get("holder"):
+        return f"free@{lease.get('epoch', 0)}"
+    mark = "*" if lease.get("valid") else ("!" if f.get("fenced") else "")
+    return f"{lease['holder']}@{lease.get('epoch', 0)}{mark}"
+
+
 def cluster_problems(members: list[dict]) -> list[str]:
     """Partitions with two reachable primaries (both write) or with none (nothing is saved)."""
     primaries: dict[int, list[str]] = {}
@@ -522,7 +535,7 @@ def cluster_members(url: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({**c, "problems": problems}, indent=2))
     else:
-        header = ("NAME", "URL", "ROLE", "STATE", "PRIORITY", "DATA-WAIT", "PARTITIONS")
+        header = ("NAME", "URL", "ROLE", "STATE", "PRIORITY", "DATA-WAIT", "LEASE", "PARTITIONS")
         rows = [header]
         for m in members:
             reachable = m.get("reachable", True)
@@ -534,6 +547,7 @@ def cluster_members(url: str, as_json: bool) -> None:
                     str(m.get("state", "-")),
                     str(m.get("priority", "-")) if reachable else "-",
                     _secs(m.get("dataCompletePromotionWait")) if reachable else "-",
+                    _lease(m) if reachable else "-",
                     _ranges(m.get("partitions") or []) if reachable else m.get("error", ""),
                 )
             )

@@ -174,15 +174,35 @@ def test_cluster_problems():
 
 
 def test_cluster_members_table(canned):
-    peer = {**NODE, "name": "mt1", "primary": True, "url": "http://mt1:6060", "reachable": True}
+    lease = {"holder": "mt1", "epoch": 7, "valid": True}
+    peer = {
+        **NODE,
+        "name": "mt1",
+        "primary": True,
+        "url": "http://mt1:6060",
+        "reachable": True,
+        "failover": {"mode": "auto", "fenced": False, "lease": lease},
+    }
+    me = {**NODE, "failover": {"mode": "auto", "lease": {**lease, "valid": False}}}
     down = {"url": "http://mt3:6060", "reachable": False, "state": "NodeUnreachable", "error": "ConnectError"}
-    canned({("GET", "/cluster"): (200, {"name": "c", "self": NODE, "peers": [peer, down]})})
+    canned({("GET", "/cluster"): (200, {"name": "c", "self": me, "peers": [peer, down]})})
     r = _run(["cluster", "members", "--url", "http://mt2:6061"])
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "URL", "ROLE", "STATE", "PRIORITY", "DATA-WAIT", "PARTITIONS"]
+    assert lines[0].split() == [
+        "NAME",
+        "URL",
+        "ROLE",
+        "STATE",
+        "PRIORITY",
+        "DATA-WAIT",
+        "LEASE",
+        "PARTITIONS",
+    ]
     assert lines[1].split()[:4] == ["mt2", "http://mt2:6061", "secondary", "NodeReady"]
+    assert "mt1@7 " in lines[1]  # the holder and epoch as the secondary sees them
     assert lines[2].split()[:3] == ["mt1", "http://mt1:6060", "primary"]
+    assert "mt1@7* " in lines[2]  # the holder itself, with a valid lease
     assert "NodeUnreachable" in lines[3]
     canned({("GET", "/cluster"): (200, {"name": "c", "self": NODE, "peers": []})})
     r = _run(["cluster", "members", "--url", "http://mt2:6061"])
