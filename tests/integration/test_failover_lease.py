@@ -78,6 +78,24 @@ def _primary(nodes: list[InstanceProc]) -> list[InstanceProc]:
     return out
 
 
+def _all_saved_and_exact(
+    prim: InstanceProc, session, ks: str, ss: SeriesSet, first_ts: int, t_end: int
+) -> dict:
+    """Wait until the primary saved every completed chunk, then read every produced point back from the store."""
+    last_open = (t_end - 1) - (t_end - 1) % SPAN
+    wait_until(
+        lambda: (
+            (n := prim.node())["pendingWrites"] == 0 and n["savedMarks"]["newestSavedT0"] >= last_open - SPAN
+        ),
+        90,
+        "every completed chunk saved",
+        prim,
+    )
+    figures = _verify_store(session, ks, ss, first_ts, t_end)
+    assert figures["points_read_back"] == figures["points_produced"]
+    return figures
+
+
 def _metric(n: InstanceProc, name: str) -> float:
     text = httpx.get(f"{n.url}/metrics", timeout=5).text
     total = 0.0
@@ -122,18 +140,7 @@ def test_repeated_kill9_of_the_primary_fails_over_without_anyone_acting(
             assert len(_primary(nodes)) == 1
         t_end = prod.stop()
         (prim,) = _primary(nodes)
-        last_open = (t_end - 1) - (t_end - 1) % SPAN
-        wait_until(
-            lambda: (
-                (n := prim.node())["pendingWrites"] == 0
-                and n["savedMarks"]["newestSavedT0"] >= last_open - SPAN
-            ),
-            90,
-            "every completed chunk saved",
-            prim,
-        )
-        figures = _verify_store(cassandra_session, ks, ss, T, t_end)
-        assert figures["points_read_back"] == figures["points_produced"]
+        figures = _all_saved_and_exact(prim, cassandra_session, ks, ss, T, t_end)
         figures.update(
             failovers=len(takeovers),
             takeover_max_s=round(max(takeovers), 1),
@@ -183,19 +190,7 @@ def test_paused_primary_wakes_up_fenced_writes_nothing_and_demotes_itself(
         wait_until(lambda: prod.t > t_boundary + SPAN, 30, "another chunk boundary")
         assert _metric(prim, "metrictank_store_chunk_operations_save_ok_total") == saved_at_wake
         assert _metric(prim, "metrictank_cluster_lease_losses_total") >= 1
-        t_end = prod.stop()
-        last_open = (t_end - 1) - (t_end - 1) % SPAN
-        wait_until(
-            lambda: (
-                (n := other.node())["pendingWrites"] == 0
-                and n["savedMarks"]["newestSavedT0"] >= last_open - SPAN
-            ),
-            60,
-            "every completed chunk saved by the new primary",
-            other,
-        )
-        figures = _verify_store(cassandra_session, ks, ss, T, t_end)
-        assert figures["points_read_back"] == figures["points_produced"]
+        _all_saved_and_exact(other, cassandra_session, ks, ss, T, prod.stop())
         assert len(_primary(nodes)) == 1
     finally:
         prod.stop()
