@@ -223,6 +223,15 @@ class Lease:
     def _expired(self, row: LeaseRow) -> bool:
         return row.holder == "" or self.wall() * 1000 > row.expires_ms + self.margin * 1000
 
+    def blocker(self) -> str | None:
+        """Why `acquire()` would be refused now (another live holder), without trying; reads the store."""
+        row = self.backend.read(self.name)
+        self.last_seen = row
+        if row is None or (row.holder == self.me and row.epoch == self.epoch) or self._expired(row):
+            return None
+        left = row.expires_ms / 1000 - self.wall()
+        return f"the primary lease is held by {row.holder} (epoch {row.epoch}) for {max(0.0, left):.0f}s more"
+
     def acquire(self, force: bool = False) -> tuple[bool, str]:
         """Take the lease if it is free, expired, ours, or (`force`) anyway; the epoch goes up at a change of
         holder. Returns (ok, why not). Raises what the backend raises (store unreachable)."""

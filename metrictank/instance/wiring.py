@@ -412,6 +412,13 @@ class Instance:
         if self.node.primary:
             return True, []
         reasons = self.promotion_checks()
+        if self.lease is not None and not force:
+            try:
+                why = self.lease.blocker()
+            except Exception as e:  # noqa: BLE001 - the store (the lease's home) is unreachable
+                why = f"the lease store is unreachable: {type(e).__name__}: {e}"
+            if why:
+                reasons.append(why)
         if reasons and not force:
             log.info("promotion refused: %s", "; ".join(reasons))
             return False, reasons
