@@ -10,7 +10,7 @@ import pytest
 
 from metrictank.fakemetrics import SeriesSet
 
-from .cluster import SPAN, SimProducer, sim_start, wait_until
+from .cluster import SimProducer, sim_start, wait_until
 from .test_failover_lease import LEASE, MARGIN, _all_saved_and_exact, _metric, _nodes, _primary
 
 pytestmark = pytest.mark.integration
