@@ -56,12 +56,15 @@ _I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 def cql_create_table(keyspace: str, table: str) -> str:
-    """Metrictank's `schema_table` of scripts/config/schema-idx-cassandra.toml, column for column."""
+    """Metrictank's `schema_table` of scripts/config/schema-idx-cassandra.toml, column for column.
+
+    The compression option is spelled `class` (Cassandra >= 3.0); Metrictank's file still uses the older
+    `sstable_compression`, which Cassandra 4 rejects. Same compressor (LZ4), same table."""
     return (
         f"CREATE TABLE IF NOT EXISTS {keyspace}.{table} (id text, orgid int, partition int, name text, "
         "interval int, unit text, mtype text, tags set<text>, lastupdate int, PRIMARY KEY (partition, id)) "
         "WITH compaction = {'class': 'SizeTieredCompactionStrategy'} "
-        "AND compression = {'sstable_compression': 'org.apache.cassandra.io.compress.LZ4Compressor'}"
+        "AND compression = {'class': 'org.apache.cassandra.io.compress.LZ4Compressor'}"
     )
 
 
@@ -589,10 +592,9 @@ class CassandraIndexStore(IndexStore):
         self._run_concurrent(self._del, keys)
 
     def _scan(self, partition: int, batch_size: int) -> Iterator[list[tuple]]:
-        from cassandra.query import BoundStatement
-
-        bs = BoundStatement(self._select, fetch_size=batch_size)
-        rs = self._session.execute(bs, (partition,), timeout=max(self.timeout, 30.0))
+        bs = self._select.bind((partition,))
+        bs.fetch_size = batch_size  # pages of one batch: memory stays bounded whatever the partition's size
+        rs = self._session.execute(bs, timeout=max(self.timeout, 30.0))
         buf: list[tuple] = []
         for r in rs:  # the driver fetches the next page as this loop reaches it
             i, o, p, nm, iv, u, mt, t, lu = tuple(r)
