@@ -12,6 +12,7 @@ import sqlite3
 import time
 
 import numpy as np
+import pytest
 
 from metrictank.fakemetrics import Producer, SeriesSet, values_for
 
@@ -28,7 +29,39 @@ def _read(inst, ss: SeriesSet, i: int, start: int, end: int):
     return np.asarray(ts, np.int64), np.asarray(vals)
 
 
-def test_series_known_only_from_an_old_metricdata_ingests_after_restart(tmp_path, kafka_bootstrap, new_topic):
+@pytest.fixture(params=["sqlite", "cassandra"])
+def backend(request, tmp_path):
+    """(store sections for the config, reader of the metric_idx rows as {id: (partition, lastupdate)})."""
+    if request.param == "sqlite":
+
+        def rows_sqlite() -> dict[str, tuple[int, int]]:
+            conn = sqlite3.connect(tmp_path / "chunks.db")
+            return {
+                i: (p, lu) for i, p, lu in conn.execute("SELECT id, partition, lastupdate FROM metric_idx")
+            }
+
+        return {}, rows_sqlite
+    hosts = request.getfixturevalue("cassandra_hosts")
+    session = request.getfixturevalue("cassandra_session")
+    ks = request.getfixturevalue("new_keyspace")()
+    sections = {
+        "store": {"backend": "cassandra", "drain-timeout": "10s"},
+        "cassandra": {"addrs": hosts, "keyspace": ks, "create-keyspace": True, "timeout": "5s"},
+    }
+
+    def rows_cassandra() -> dict[str, tuple[int, int]]:
+        return {
+            r[0]: (r[1], r[2])
+            for r in session.execute(f"SELECT id, partition, lastupdate FROM {ks}.metric_idx")
+        }
+
+    return sections, rows_cassandra
+
+
+def test_series_known_only_from_an_old_metricdata_ingests_after_restart(
+    tmp_path, kafka_bootstrap, new_topic, backend
+):
+    store_sections, stored_rows = backend
     topic = new_topic(PARTS)
     ss = SeriesSet.make(N, PARTS, prefix="idx.restart")
     now = int(time.time())
@@ -45,13 +78,13 @@ def test_series_known_only_from_an_old_metricdata_ingests_after_restart(tmp_path
     recent_total = N * 60
 
     # first run: the whole log; the definitions go to the store's metric_idx
-    cfg = instance_config(tmp_path, "mt-idx", kafka_bootstrap, topic, offset="oldest")
+    cfg = instance_config(tmp_path, "mt-idx", kafka_bootstrap, topic, offset="oldest", store=store_sections)
     with Running(cfg) as inst:
         wait_for(lambda: inst.tank.points_added >= first_total, 60, "first run ingested")
         assert inst.handler.unknown_points == 0
 
     # restart: the same node replays only the last hour, which has no MetricData at all
-    cfg = instance_config(tmp_path, "mt-idx", kafka_bootstrap, topic, offset="1h")
+    cfg = instance_config(tmp_path, "mt-idx", kafka_bootstrap, topic, offset="1h", store=store_sections)
     with Running(cfg) as inst:
         wait_for(lambda: inst.handler.messages >= recent_total, 60, "replay consumed")
         wait_for(lambda: inst.tank.points_added >= recent_total, 10, "replayed points in the tank")
@@ -70,7 +103,6 @@ def test_series_known_only_from_an_old_metricdata_ingests_after_restart(tmp_path
         assert d.lastupdate >= recent + 590
 
     # what the restart loaded: one metric_idx row per series, in its Kafka partition
-    rows = sqlite3.connect(tmp_path / "chunks.db").execute("SELECT id, partition, lastupdate FROM metric_idx")
-    stored = {i: (p, lu) for i, p, lu in rows}
+    stored = stored_rows()
     assert set(stored) == set(ss.ids)
     assert all(stored[ss.ids[i]][0] == int(ss.partitions[i]) for i in range(N))
