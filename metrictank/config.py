@@ -584,7 +584,14 @@ OPTIONS: tuple[Option, ...] = (
         "Keyspace of `metric_idx` with Cassandra; empty means `[cassandra] keyspace`.",
         _identifier,
     ),
-    _o("cassandra-idx", "table", "str", "metric_idx", "Table of the definitions.", _identifier),
+    _o(
+        "cassandra-idx",
+        "table",
+        "str",
+        "metric_idx",
+        "Table of the definitions.",
+        lambda v: "must not be empty" if not v else _identifier(v),
+    ),
     _o(
         "cassandra-idx",
         "max-stale",

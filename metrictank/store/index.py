@@ -132,20 +132,18 @@ class IndexStore:
         if n == 0:
             return 0
         with self._cv:
-            if self._closing:
-                self.save_skipped += n
-                return 0
-            take = min(n, self.room())
-            if take <= 0:
-                self.save_skipped += n
-                return 0
-            sub = defs if take == n else defs.take(np.arange(take))
-            rows = [(i, o, p, nm, iv, u, mt, t, _i32(lu)) for i, o, p, nm, iv, u, mt, t, lu in sub.rows()]
+            take = 0 if self._closing else min(n, self.room())
+            self.save_skipped += n - take
+            self._queued += take  # reserved now, so concurrent callers cannot overfill the queue
+        if take <= 0:
+            return 0
+        # the rows are built outside the lock: the writers keep going meanwhile
+        sub = defs if take == n else defs.take(np.arange(take))
+        rows = [(i, o, p, nm, iv, u, mt, t, _i32(lu)) for i, o, p, nm, iv, u, mt, t, lu in sub.rows()]
+        with self._cv:
             for s in range(0, take, WRITE_CHUNK):
                 chunk = rows[s : s + WRITE_CHUNK]
                 self._q.append(("insert", chunk, len(chunk)))
-            self._queued += take
-            self.save_skipped += n - take
             self._cv.notify_all()
         return take
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -310,3 +311,107 @@ def test_control_remove_deletes_the_row(store):
     store.drain(5)
     assert index.row_of(md.id) is None
     assert list(_stored(store)) == [keep.id]
+
+
+class _Flaky(SQLiteIndexStore):
+    """A store whose partition scans fail after `fail_after` rows, `failures` times: a read timeout mid-load."""
+
+    def __init__(self, *a, failures: int = 1, fail_after: int = 3, **kw) -> None:
+        self.failures = failures
+        self.fail_after = fail_after
+        self.scans = 0
+        super().__init__(*a, **kw)
+
+    def _scan(self, partition, batch_size):
+        self.scans += 1
+        sent = 0
+        for raw in super()._scan(partition, batch_size):
+            for r in raw:
+                if self.failures and sent == self.fail_after:
+                    self.failures -= 1
+                    raise TimeoutError("read timed out")
+                sent += 1
+                yield [r]
+
+
+def test_load_retries_a_partition_without_handing_rows_twice(tmp_path):
+    s = _Flaky(tmp_path / "idx.db", failures=2, fail_after=3, clock=lambda: NOW, retry_base=0.001)
+    try:
+        s.update(_defs(10, part_of=lambda i: 0))
+        s.drain(5)
+        got = _load_all(s, [0], retries=3)
+        assert sorted(got.names) == sorted(f"a.b.s{i}" for i in range(10))
+        assert len(got.ids) == len(set(got.ids)) == 10
+        assert s.scans == 3
+    finally:
+        s.close(5)
+
+
+def test_load_fails_loudly_after_the_retries(tmp_path):
+    s = _Flaky(tmp_path / "idx.db", failures=5, fail_after=0, clock=lambda: NOW, retry_base=0.001)
+    try:
+        s.update(_defs(2, part_of=lambda i: 0))
+        s.drain(5)
+        with pytest.raises(RuntimeError, match="loading partition 0 failed"):
+            _load_all(s, [0], retries=2)
+    finally:
+        s.close(5)
+
+
+def test_update_returns_at_once_while_the_writer_is_stuck(tmp_path):
+    s = _Blocked(tmp_path / "idx.db", write_queue_size=100_000, clock=lambda: NOW)
+    try:
+        s.update(_defs(1))
+        t0 = time.monotonic()
+        for k in range(20):
+            s.update(_defs(50, prefix=f"burst{k}"))
+        assert time.monotonic() - t0 < 2.0
+        assert s.pending() == 1 + 20 * 50
+    finally:
+        s.release.set()
+        s.close(5)
+
+
+def test_pruning_thread_deletes_stale_rows_of_its_partitions(tmp_path):
+    clock = _Clock(NOW)
+    s = SQLiteIndexStore(tmp_path / "idx.db", clock=clock)
+    try:
+        s.update(_defs(4, lastupdate=NOW - 5000))  # partitions 0..3
+        s.update(_defs(4, lastupdate=NOW, prefix="live"))
+        s.drain(5)
+        s.start_pruning([0, 1], max_stale=1000, interval=0.05)
+        deadline = time.monotonic() + 5
+        while s.pruned < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert s.pruned == 2
+        assert sorted(_stored(s).values()) == sorted(
+            [(2, NOW - 5000 + 2), (3, NOW - 5000 + 3)] + [(p, NOW + p) for p in range(4)]
+        )
+    finally:
+        s.close(5)
+
+
+def test_cassandra_idx_options():
+    from metrictank.config import ConfigError, load_config
+
+    c = load_config(None, env={}).cassandra_idx
+    assert (c.enabled, c.update_cassandra_index, c.update_interval, c.write_queue_size) == (
+        True,
+        True,
+        10800.0,
+        100000,
+    )
+    assert (c.max_stale, c.prune_interval, c.init_load_concurrency, c.init_load_retries) == (
+        0.0,
+        10800.0,
+        1,
+        3,
+    )
+    assert c.table == "metric_idx"
+    env = {"MT_CASSANDRA_IDX_UPDATE_INTERVAL": "30m", "MT_CASSANDRA_IDX_MAX_STALE": "30d"}
+    c = load_config(None, env=env).cassandra_idx
+    assert (c.update_interval, c.max_stale) == (1800.0, 30 * 86400.0)
+    with pytest.raises(ConfigError, match="cassandra-idx.table"):
+        load_config(None, env={"MT_CASSANDRA_IDX_TABLE": "x; DROP TABLE y"})
+    with pytest.raises(ConfigError, match="cassandra-idx.write-queue-size"):
+        load_config(None, env={"MT_CASSANDRA_IDX_WRITE_QUEUE_SIZE": "0"})
