@@ -123,6 +123,11 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
     return check
 
 
+def _identifier(v: str) -> str | None:
+    """Keyspace and table names are put into CQL/SQL text: letters, digits and '_' only (as CQL allows)."""
+    return None if v == "" or re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,47}", v) else "must be a CQL identifier"
+
+
 def _offset(v: str) -> str | None:
     if v in ("oldest", "newest"):
         return None
@@ -529,6 +534,95 @@ OPTIONS: tuple[Option, ...] = (
         "Replication of the keyspace when it is created: `SimpleStrategy <rf>` or "
         "`NetworkTopologyStrategy <dc>:<rf>,<dc>:<rf>`.",
         _replication,
+    ),
+    # --- the index in the store (Metrictank's [cassandra-idx]; also used with the SQLite store)
+    _o(
+        "cassandra-idx",
+        "enabled",
+        "bool",
+        True,
+        "Keep series definitions in the store (table `metric_idx`) and load them at startup, so MetricPoints "
+        "of series whose last MetricData is older than the replay are not dropped.",
+    ),
+    _o(
+        "cassandra-idx",
+        "update-cassandra-index",
+        "bool",
+        True,
+        "Write definitions to the store; when false this node only loads them (not every node needs to write).",
+    ),
+    _o(
+        "cassandra-idx",
+        "update-interval",
+        "duration",
+        10800.0,
+        "A live series' row (its lastupdate) is rewritten at most once per interval; 0 writes on every batch.",
+        _non_negative,
+    ),
+    _o(
+        "cassandra-idx",
+        "write-queue-size",
+        "int",
+        100000,
+        "Definitions waiting to be written; when full, updates are dropped (counted) and retried later, "
+        "ingest never waits.",
+        _positive,
+    ),
+    _o(
+        "cassandra-idx",
+        "num-conns",
+        "int",
+        2,
+        "Writer threads (and, with Cassandra, writes in flight each).",
+        _positive,
+    ),
+    _o(
+        "cassandra-idx",
+        "keyspace",
+        "str",
+        "",
+        "Keyspace of `metric_idx` with Cassandra; empty means `[cassandra] keyspace`.",
+        _identifier,
+    ),
+    _o(
+        "cassandra-idx",
+        "table",
+        "str",
+        "metric_idx",
+        "Table of the definitions.",
+        lambda v: "must not be empty" if not v else _identifier(v),
+    ),
+    _o(
+        "cassandra-idx",
+        "max-stale",
+        "duration",
+        0.0,
+        "Rows not updated for this long are neither loaded nor kept (deleted by the pruning); 0 keeps all.",
+        _non_negative,
+    ),
+    _o(
+        "cassandra-idx",
+        "prune-interval",
+        "duration",
+        10800.0,
+        "How often rows older than max-stale are deleted (only when max-stale > 0).",
+        _positive,
+    ),
+    _o(
+        "cassandra-idx",
+        "init-load-concurrency",
+        "int",
+        1,
+        "Partitions loaded concurrently at startup.",
+        _positive,
+    ),
+    _o(
+        "cassandra-idx",
+        "init-load-retries",
+        "int",
+        3,
+        "Attempts to load a partition at startup before the start fails.",
+        _positive,
     ),
     # --- retention and tank
     _o(

@@ -13,10 +13,12 @@ from __future__ import annotations
 import gc
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 import numpy as np
 
+from metrictank.index.defbatch import DefBatch
 from metrictank.schema import classify_and_decode
 from metrictank.schema.validate import validate_metricdata_many
 from metrictank.stats import Stats, by_label
@@ -28,14 +30,34 @@ __all__ = ["IngestHandler"]
 _OP_REMOVE, _OP_ARCHIVE, _OP_RESTORE = 0, 1, 2
 
 
+class DefinitionSink(Protocol):
+    """Who keeps the persistent index up to date (`metrictank.store.index.IndexUpdater`)."""
+
+    def seen(self, rows: np.ndarray, new_rows: np.ndarray | None = None) -> int: ...
+
+    def restored(self, rows: np.ndarray, lastupdates: np.ndarray, partitions: np.ndarray) -> None: ...
+
+    def removed(self, defs: DefBatch) -> None: ...
+
+
 class IngestHandler:
     def __init__(
-        self, index, tank, default_org: int = 0, on_new_series: Callable[[list[str]], None] | None = None
+        self,
+        index,
+        tank,
+        default_org: int = 0,
+        on_new_series: Callable[[list[str]], None] | None = None,
+        on_definitions: DefinitionSink | None = None,
     ) -> None:
         self.index = index
         self.tank = tank
         self.default_org = default_org
         self.on_new_series = on_new_series
+        # told after every batch which rows got data and which are new, so the store's index follows the
+        # memory index without the main loop knowing about it; settable after construction
+        self.on_definitions = on_definitions
+        self._batch_new: list[np.ndarray] = []
+        self.restored = 0
         # counters (Metrictank: input.kafka-mdm.*)
         self.messages = 0
         self.metricdata_received = 0
@@ -127,7 +149,49 @@ class IngestHandler:
             # the definition's lastupdate follows the data (as Metrictank's index does): find and findSeries
             # with `from` hide series that stopped reporting, not ones that report only MetricPoints
             self.index.touch(rows, ts)
+        if self.on_definitions is not None:
+            new = np.concatenate(self._batch_new) if self._batch_new else None
+            self.on_definitions.seen(rows, new)
+        self._batch_new.clear()
         return len(rows)
+
+    def restore_series(self, batches: Iterable[DefBatch]) -> int:
+        """Definitions loaded from the store (at start-up, before consumption) into the index and the tank,
+        one `add_many` per batch, exactly as new series of a MetricData batch are registered, so that
+        MetricPoints of a series whose last MetricData is older than the replay are accepted. A definition the
+        index has already keeps its newer lastupdate. Returns the number of series new to the index."""
+        created_total = 0
+        for b in batches:
+            if not len(b):
+                continue
+            rows, created = self.index.add_many(
+                b.ids,
+                b.orgs,
+                b.names,
+                b.intervals,
+                b.units,
+                b.mtypes,
+                b.tags,
+                b.partitions,
+                b.lastupdates,
+            )
+            rows = np.asarray(rows, np.int64)
+            new = np.flatnonzero(created)
+            if len(new):
+                at = new.tolist()
+                self._register_new(
+                    rows[new],
+                    [b.names[i] for i in at],
+                    b.intervals[new],
+                    b.partitions[new],
+                    [b.ids[i] for i in at],
+                )
+                if self.on_definitions is not None:
+                    self.on_definitions.restored(rows[new], b.lastupdates[new], b.partitions[new])
+            created_total += len(new)
+        self._batch_new.clear()
+        self.restored += created_total
+        return created_total
 
     def _metricdata(
         self, items: list, partitions: Callable[[int], int]
@@ -181,6 +245,7 @@ class IngestHandler:
     ) -> None:
         """Series new to the index get tank state, and saved marks that were waiting for them."""
         self.tank.add_series(rows, names, intervals, partitions, ids)
+        self._batch_new.append(np.asarray(rows, np.int64))
         if self.on_new_series is not None:
             self.on_new_series(ids)
 
@@ -191,6 +256,8 @@ class IngestHandler:
                 rows = [r for r in (self.index.row_of(str(d.id)) for d in msg.defs) if r is not None]
                 if rows:
                     arr = np.asarray(rows, dtype=np.int64)
+                    if self.on_definitions is not None:
+                        self.on_definitions.removed(self.index.definitions(arr))
                     self.tank.remove_series(arr)
                     self.index.remove(arr)
             elif msg.op == _OP_RESTORE:
