@@ -31,6 +31,7 @@ from metrictank.instance.loop import IngestLoop
 from metrictank.retention import Aggregations, Schemas
 from metrictank.stats import Stats
 from metrictank.store import open_store
+from metrictank.store.index import IndexUpdater, open_index_store
 from metrictank.systemd import SystemdNotifier
 from metrictank.tank import Tank
 
@@ -85,6 +86,12 @@ class Instance:
         self.peers = parse_peers(cfg.cluster.peers)
 
         self.store = self._open_store()
+        # the index in the store (Metrictank's cassandra-idx): loaded in start(), kept up to date by the handler
+        self.index_store = open_index_store(cfg, self.store, self.partitions)
+        if self.index_store is not None and cfg.cassandra_idx.update_cassandra_index:
+            self.handler.on_definitions = IndexUpdater(
+                self.index_store, self.index, cfg.cassandra_idx.update_interval, clock
+            )
         self.lease = self._open_lease()
         # the fence: a primary plans and queues writes only while it can prove it holds the lease
         self.persister = Persister(self.tank, self.store, self._may_persist)
@@ -255,6 +262,8 @@ class Instance:
     def start(self, serve_http: bool = True) -> None:
         if serve_http:
             self._start_http()
+        if self.index_store is not None:
+            self._load_index()
         if self.listener is not None and self.peers:
             # learn the peers' names before the backlog, so their marks apply at once
             self.learn_peers(fetch_peers(self.peers, self.cfg.cluster.peer_timeout))
@@ -286,6 +295,30 @@ class Instance:
                 self.learn_peers(fetch_peers(self.peers, self.cfg.cluster.peer_timeout))
             except Exception:  # noqa: BLE001 - an informative thread: never let it die
                 log.exception("peer poll failed")
+
+    def _load_index(self) -> None:
+        """Series known to the store, before the persist backlog (its marks then apply at once) and before any
+        data: MetricPoints of a series whose last MetricData is older than the replay are then accepted. The
+        tank lock is taken per loaded batch, so the HTTP API keeps answering during a long load."""
+        c = self.cfg.cassandra_idx
+        t = time.monotonic()
+        n = 0
+        for batch in self.index_store.load(
+            self.partitions,
+            max_stale=c.max_stale,
+            update_interval=c.update_interval,
+            concurrency=c.init_load_concurrency,
+            retries=c.init_load_retries,
+            now=self.clock(),
+        ):
+            with self.lock:
+                n += self.handler.restore_series([batch])
+        log.info(
+            "index: %d series loaded from the store for partitions %s in %.1fs",
+            n,
+            self.partitions,
+            time.monotonic() - t,
+        )
 
     def _start_http(self) -> None:
         import uvicorn
@@ -347,6 +380,8 @@ class Instance:
             self.consumer.close()
         if self.listener is not None and loop_stopped:
             self.listener.close()
+        if self.index_store is not None:  # before the store: it may share its Cassandra session
+            self.index_store.close(timeout)
         self.store.close()
         close_source = getattr(self.query_source, "close", None)
         if close_source is not None and self.query_source is not self.local_source:
@@ -559,6 +594,8 @@ class Instance:
         if self.failover is not None:
             self.failover.register_stats(s)
         s.counter("process.stats_read_errors", "metric families left out of a scrape", lambda: s.read_errors)
+        if self.index_store is not None:
+            self.index_store.register_stats(s)
         register = getattr(self.store, "register_stats", None)
         if register is not None:
             register(s)
