@@ -114,15 +114,15 @@ class Failover:
                     self._step_down(f"the primary lease was taken by {holder}")
                     return
         else:
-            # primary without the lease: started as primary-node, or the lease was released underneath
+            # Primary without the lease: started as primary-node while another holds it (e.g. a node that just
+            # stopped, whose lease has not expired yet). It stays primary but fenced, writing nothing, and takes
+            # the lease once it is free. Only a lease taken *from* this node (above) makes it step down.
             try:
                 ok, why = lease.acquire()
             except Exception as e:  # noqa: BLE001
                 ok, why = False, f"lease store unreachable: {e}"
-            seen = lease.last_seen
-            if not ok and seen is not None and seen.holder not in ("", lease.me):
-                self._step_down(why)
-                return
+            if not ok:
+                self.reasons = [f"primary without the lease, writing nothing: {why}"]
         fenced = not lease.valid()
         if fenced and not self.fenced:
             self.fence_events += 1

@@ -383,6 +383,11 @@ class Instance:
         if self.index_store is not None:  # before the store: it may share its Cassandra session
             self.index_store.close(timeout)
         self.store.close()
+        if self.lease is not None and self.lease.held():
+            try:  # nothing more is written by this process: the next primary need not wait for the expiry
+                self.lease.release()
+            except Exception as e:  # noqa: BLE001 - it expires by itself
+                log.warning("lease release at shutdown failed (it expires by itself): %s", e)
         close_source = getattr(self.query_source, "close", None)
         if close_source is not None and self.query_source is not self.local_source:
             close_source()

@@ -259,3 +259,17 @@ def test_demoted_node_holds_off(db):
     clock.t += 21
     fb.step()
     assert nb.primary
+
+
+def test_a_primary_started_while_another_holds_the_lease_waits_fenced_then_takes_it(db):
+    clock = Clock()
+    a, b = _pair(db, clock)
+    a.acquire()  # a node that just stopped without releasing
+    nb = FakeNode("b", primary=True)  # started as primary-node
+    fb, lost = _failover(b, nb, clock, mode="manual")
+    fb.step()
+    assert nb.primary and fb.fenced and not lost  # primary, but writes nothing
+    assert "held by a" in fb.reasons[0]
+    clock.t += 12.5  # a's lease expired (duration + margin)
+    fb.step()
+    assert nb.primary and not fb.fenced and b.epoch == 2
