@@ -141,6 +141,34 @@ def check_cassandra(session, ks: str, ss: SeriesSet, first_ts: int, t_end: int) 
     return ex
 
 
+def check_sqlite(path: Path, ss: SeriesSet, first_ts: int, t_end: int) -> Exactness:
+    """As check_cassandra, from a SQLite chunk database (the same table and row-key layout)."""
+    import sqlite3
+
+    from metrictank.chunk import decode_chunk
+    from metrictank.schema import row_key, table_for_ttl
+
+    from .cluster import RAW_TTL
+
+    table = table_for_ttl(RAW_TTL)[0]
+    ex = Exactness()
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        for i in range(len(ss)):
+            for t0 in completed_t0s(first_ts, t_end):
+                row = conn.execute(
+                    f"SELECT data FROM {table} WHERE key = ? AND ts = ?", (row_key(ss.ids[i], t0), t0)
+                ).fetchone()
+                got = None
+                if row is not None:
+                    ts, vals = decode_chunk(t0, row[0])
+                    got = (np.asarray(ts, np.int64), np.asarray(vals))
+                ex.compare(f"{ss.names[i]}@{t0}", expected_chunk(ss, i, t0, first_ts, t_end - 1), got)
+    finally:
+        conn.close()
+    return ex
+
+
 def check_render(
     url: str, ss: SeriesSet, indices: Sequence[int], first_ts: int, t_end: int, ex: Exactness | None = None
 ) -> Exactness:
