@@ -252,3 +252,33 @@ def wait(cond: Callable[[], bool], timeout: float, what: str, proc: InstanceProc
     raise AssertionError(
         f"timed out after {timeout}s waiting for {what}" + (f"\n{proc.tail()}" if proc else "")
     )
+
+
+def announced_chunks(kafka: str, topic: str) -> set[tuple[str, int]]:
+    """Every (amkey, t0) announced on a persist topic so far: the chunks whose save is known durable, read
+    by a consumer of our own up to the high watermarks of the moment."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from metrictank.schema.persist import decode_persist
+
+    highs = topic_highs(kafka, topic)
+    c = Consumer(
+        {"bootstrap.servers": kafka, "group.id": "reliability-announced", "enable.auto.commit": False}
+    )
+    out: set[tuple[str, int]] = set()
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in highs])
+        todo = {p for p, h in highs.items() if h > 0}
+        deadline = time.monotonic() + 60
+        while todo and time.monotonic() < deadline:
+            for m in c.consume(1000, 1.0):
+                if m.error():
+                    continue
+                _instance, saved = decode_persist(m.value())
+                out.update(saved)
+                if m.offset() + 1 >= highs[m.partition()]:
+                    todo.discard(m.partition())
+        assert not todo, f"persist topic partitions {todo} not read to their end"
+    finally:
+        c.close()
+    return out
