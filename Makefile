@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TESTBED := $(PY) -m metrictank.testbed
 PYTEST_ARGS ?=
 
-.PHONY: all install test unit run bench lint format clean testbed-up testbed-down
+.PHONY: all install test unit run bench lint format clean testbed-up testbed-down reliability
 
 all: test
 
@@ -26,6 +26,12 @@ test: $(VENV)/.installed
 # Unit tests only: no Kafka or Cassandra.
 unit: $(VENV)/.installed
 	$(PY) -m pytest -m 'not integration' $(PYTEST_ARGS)
+
+# Only the reliability scenarios (fault injection, exact read-back), then docs/reliability.md from their figures
+# (JSON lines in $$METRICTANK_RELIABILITY_REPORT, default build/reliability-report.jsonl).
+reliability: $(VENV)/.installed
+	$(TESTBED) run -- $(PY) -m pytest tests/integration/test_reliability_*.py $(PYTEST_ARGS)
+	$(PY) -m tests.integration.reliability_report
 
 run: $(VENV)/.installed
 	$(PY) -m metrictank.demo

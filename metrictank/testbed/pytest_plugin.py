@@ -20,11 +20,13 @@ from pathlib import Path
 import pytest
 
 from .bed import Endpoints, TestBed, default_dir, private_dir
+from .process import spawn
 
 log = logging.getLogger("metrictank.testbed")
 
 ENV = {"kafka": "METRICTANK_TEST_KAFKA", "cassandra": "METRICTANK_TEST_CASSANDRA"}
 ENV_VERSION = {"kafka": "METRICTANK_TEST_KAFKA_VERSION", "cassandra": "METRICTANK_TEST_CASSANDRA_VERSION"}
+PRIVATE_FIXTURES = {"private_kafka", "private_cassandra", "private_bed"}
 ROOT_FIXTURE = {"kafka": "kafka_bootstrap", "cassandra": "cassandra_hosts"}
 
 # Docker path (not exercised on machines without an engine). cp-kafka 8.0 is Apache Kafka 4.0.
@@ -181,7 +183,7 @@ def _servers_used(item: pytest.Item) -> list[str]:
 @pytest.hookimpl(tryfirst=True)  # before -m deselection, so `-m "not integration"` sees the marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if _servers_used(item) or "private_kafka" in getattr(item, "fixturenames", ()):
+        if _servers_used(item) or PRIVATE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
 
 
@@ -311,6 +313,37 @@ class PrivateServers:
     def thaw(self, name: str) -> None:
         os.kill(self.pid(name), signal.SIGCONT)
 
+    def restart(self, name: str, timeout: float = 240.0) -> float:
+        """Stop the server (SIGTERM, SIGKILL after 30 s) and start it again on the SAME data directory, port
+        and configuration: a broker or database that goes away and comes back with its data. Returns the
+        seconds until it answered again. (TestBed.start always begins from a fresh directory, so this relaunches
+        the Server object without `prepare`/`before_launch`, which would wipe or re-format its storage.)"""
+        srv = self.bed._started[name]
+        with contextlib.suppress(Exception):
+            self.thaw(name)
+        srv.kill(timeout=30)
+        srv.launched_at = time.monotonic()
+        srv.proc = spawn(srv.command(), srv.log_path, srv.dir, tie_to_parent=True)
+        state = self.bed.load_state()
+        state[name] = srv.state(ready_seconds=0.0)
+        self.bed._save_state(state)  # the new PID at once, so the bed's stop finds it whatever happens
+        seconds = srv.wait_ready(time.monotonic() + timeout)
+        srv.close_clients()
+        state[name] = srv.state(seconds)
+        self.bed._save_state(state)
+        return seconds
+
+    def stop_server(self, name: str) -> None:
+        """Stop the server (for a test that keeps it down a while before `start_server`)."""
+        srv = self.bed._started[name]
+        with contextlib.suppress(Exception):
+            self.thaw(name)
+        srv.kill(timeout=30)
+
+    def start_server(self, name: str, timeout: float = 240.0) -> float:
+        """Start a server stopped by `stop_server` again on the same data directory."""
+        return self.restart(name, timeout)
+
     def new_topic(self, partitions: int = 2) -> str:
         from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -338,6 +371,26 @@ class PrivateServers:
 def private_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServers]:
     """A Kafka broker of this test module's own (a local JVM, started in ~6 s), which tests may freeze."""
     servers = PrivateServers(tmp_path_factory.mktemp("private-kafka"), kafka=True, cassandra=False)
+    try:
+        yield servers
+    finally:
+        servers.close()
+
+
+@pytest.fixture(scope="module")
+def private_cassandra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServers]:
+    """A Cassandra of this test module's own (a local JVM), which tests may freeze, stop and restart."""
+    servers = PrivateServers(tmp_path_factory.mktemp("private-cassandra"), kafka=False, cassandra=True)
+    try:
+        yield servers
+    finally:
+        servers.close()
+
+
+@pytest.fixture(scope="module")
+def private_bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServers]:
+    """Kafka and Cassandra of this test module's own, for faults on both."""
+    servers = PrivateServers(tmp_path_factory.mktemp("private-bed"), kafka=True, cassandra=True)
     try:
         yield servers
     finally:

@@ -13,6 +13,7 @@ from metrictank.fakemetrics import Producer, SeriesSet, values_for
 from metrictank.schema import MetricData, encode_metricdata, encode_metricpoint, series_id
 
 from .helpers import Running, instance_config, wait_for
+from .reliability import topic_highs
 
 PARTS = 8
 
@@ -99,9 +100,9 @@ def test_offsets_newest_and_duration(tmp_path, kafka_bootstrap, new_topic):
 
     # a duration: only what was produced within the last hour
     with Running(instance_config(tmp_path / "dur", "mt-dur", kafka_bootstrap, topic, offset="1h")) as inst:
-        wait_for(lambda: inst.tank.points_added >= total_recent, 60, "recent points")
-        time.sleep(1)
-        assert inst.tank.points_added == total_recent
+        highs = topic_highs(kafka_bootstrap, topic)
+        wait_for(lambda: _read_to(inst, highs), 60, "the consumer read up to the high watermarks")
+        assert inst.tank.points_added == total_recent  # nothing older than the hour
         with inst.lock:
             ts, vals = _read_raw(inst, ss, 3, old, now)
         ets, evals = _expected(ss, 3, recent, recent + 600)
@@ -112,19 +113,33 @@ def test_offsets_newest_and_duration(tmp_path, kafka_bootstrap, new_topic):
     with Running(
         instance_config(tmp_path / "new", "mt-new", kafka_bootstrap, topic, offset="newest")
     ) as inst:
-        time.sleep(3)
+        # a positive condition before asserting absence: every partition's position is resolved to the
+        # newest offset (a lag sample at the high watermark recorded after the backlog was produced)
+        highs = topic_highs(kafka_bootstrap, topic)
+        wait_for(
+            lambda: _read_to(inst, highs, exact=True), 30, "the consumer positioned at the newest offsets"
+        )
         assert inst.tank.points_added == 0
         later = recent + 600
         prod.send_metricdata(ss, later)
         for t in range(later + 10, later + 100, 10):
             prod.send_points(ss, t, message_ts_ms=t * 1000)
         assert prod.flush(30) == 0
-        wait_for(lambda: inst.tank.points_added >= 16 * 10, 30, "new points")
-        time.sleep(0.5)
-        assert inst.tank.points_added == 16 * 10
+        highs = topic_highs(kafka_bootstrap, topic)
+        wait_for(lambda: _read_to(inst, highs), 30, "the consumer read up to the high watermarks")
+        assert inst.tank.points_added == 16 * 10  # the new points, none of the backlog
         with inst.lock:
             ts, _ = _read_raw(inst, ss, 5, old, now + 3600)
         np.testing.assert_array_equal(ts, np.arange(later, later + 100, 10))
+
+
+def _read_to(inst, highs: dict[int, int], exact: bool = False) -> bool:
+    """Every partition's latest lag sample has the read position at (or past) the recorded high watermark
+    (`exact`: a sample exists even for an empty partition, and its high watermark is the recorded one)."""
+    samples = inst.consumer.lag.samples()
+    if exact:
+        return all(samples.get(p) and samples[p][-1][1:] == (h, h) for p, h in highs.items())
+    return all(h == 0 or (samples.get(p) and samples[p][-1][2] >= h) for p, h in highs.items())
 
 
 def test_partition_subset(tmp_path, kafka_bootstrap, new_topic):
@@ -139,8 +154,8 @@ def test_partition_subset(tmp_path, kafka_bootstrap, new_topic):
     assert 0 < expect < 64
     cfg = instance_config(tmp_path, "mt-sub", kafka_bootstrap, topic, partitions="1,6")
     with Running(cfg) as inst:
-        wait_for(lambda: inst.tank.points_added >= expect * 30, 60, "subset consumed")
-        time.sleep(0.5)
+        highs = {p: h for p, h in topic_highs(kafka_bootstrap, topic).items() if p in mine}
+        wait_for(lambda: _read_to(inst, highs), 60, "the subset read up to its high watermarks")
         assert inst.tank.points_added == expect * 30
         assert inst.node.partitions == [1, 6]
         for i in range(64):
