@@ -227,7 +227,7 @@ class Lease:
         """Why `acquire()` would be refused now (another live holder), without trying; reads the store."""
         row = self.backend.read(self.name)
         self.last_seen = row
-        if row is None or (row.holder == self.me and row.epoch == self.epoch) or self._expired(row):
+        if row is None or row.holder == self.me or self._expired(row):
             return None
         left = row.expires_ms / 1000 - self.wall()
         return f"the primary lease is held by {row.holder} (epoch {row.epoch}) for {max(0.0, left):.0f}s more"
@@ -244,7 +244,9 @@ class Lease:
                 return self._took(ok, new, started, "another node created the lease at the same moment")
             if row.holder == self.me and row.epoch == self.epoch:
                 new = LeaseRow(self.me, row.epoch, self._expires())
-            elif self._expired(row) or force:
+            elif self._expired(row) or force or row.holder == self.me:
+                # Held under our own name by an earlier incarnation (a restart): take it back at once with a new
+                # epoch; should that incarnation still live, its next renewal fails and it stops.
                 new = LeaseRow(self.me, row.epoch + 1, self._expires())
             else:
                 left = row.expires_ms / 1000 - self.wall()

@@ -8,8 +8,9 @@ in every completed chunk is read back from the store (and every point of a few s
 compared exactly: nothing lost, duplicated, wrong, and no chunk overwritten by a partial one.
 
 Why the 409s are expected: right after the kill the dead primary's last persist messages are recent, so the
-promotion check refuses for `[cluster] foreign-writer-window` (it may still be writing); a restarted node may
-be refused while it replays (priority above max-priority). The operator loop must ride over both.
+promotion check refuses for `[cluster] foreign-writer-window` (it may still be writing), and its primary lease
+is held until it expires (`lease-duration` + `lease-margin`); a restarted node may be refused while it replays
+(priority above max-priority). The operator loop must ride over all of them.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def sections(kafka: str, store: dict[str, dict], topic: str, persist: str, prima
             "peers": peers,
             "peer-timeout": "1s",
             "foreign-writer-window": "3s",
+            # the dead primary's lease must expire before anyone may take over: short here, for a quick run
+            "lease-duration": "4s",
+            "lease-margin": "1s",
         },
     }
     out.update(store)
@@ -109,6 +113,7 @@ class Cluster:
 def reason_kind(reason: str) -> str:
     """A refusal reason without its figures, to count refusals by kind."""
     for key in (
+        "lease is held",
         "announced chunk writes",
         "is primary for shared",
         "still has",

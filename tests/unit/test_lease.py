@@ -273,3 +273,15 @@ def test_a_primary_started_while_another_holds_the_lease_waits_fenced_then_takes
     clock.t += 12.5  # a's lease expired (duration + margin)
     fb.step()
     assert nb.primary and not fb.fenced and b.epoch == 2
+
+
+def test_a_restarted_holder_takes_its_own_lease_back_at_once_with_a_new_epoch(db):
+    clock = Clock()
+    name = lease_name("c", [0, 1])
+    old = Lease(SQLiteLeases(db), name, "a", wall=clock, mono=clock)
+    old.acquire()
+    new = Lease(SQLiteLeases(db), name, "a", wall=clock, mono=clock)  # the same node after kill -9 and restart
+    assert new.blocker() is None
+    assert new.acquire() == (True, "")
+    assert new.epoch == 2
+    assert old.renew() is False  # an old incarnation still alive would stop at once
