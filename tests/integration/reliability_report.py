@@ -63,6 +63,23 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "errors at least, as chaos adds to them), good data exact in the store and through `/render`, no "
         "failed batch or loop step, one process start.",
     ),
+    "automatic-failover": (
+        "6. Automatic failover on the primary lease",
+        "Two instance processes with `[cluster] failover = auto` (lease 4 s, margin 1 s, Cassandra lightweight "
+        "transactions); the primary is killed with SIGKILL ten times at seeded phases of the chunk and nobody "
+        "acts: the other node must take the lease and promote itself; the dead one restarts as a secondary. "
+        "Asserts: each takeover within lease + margin + 10 s, one primary at a time, the epoch rose at every "
+        "change, every point of every completed chunk read back exactly.",
+    ),
+    "split-brain-attempts": (
+        "7. Split brain attempts",
+        "A live primary whose URL is a blackhole for the candidate (peer checks cannot see it): promotion "
+        "without force is refused across chunk boundaries (the lease is held); with force the lease is stolen "
+        "(epoch 2) and the old primary steps down at its next renewal. A primary paused (SIGSTOP) past its lease "
+        "is replaced, wakes up fenced, writes nothing more and demotes itself. The lease store itself frozen "
+        "past the lease: the primary fences itself, keeps ingesting, nobody takes over, writing resumes. "
+        "Asserts: every point read back exactly in each case.",
+    ),
 }
 
 FIGURE_NOTES = {

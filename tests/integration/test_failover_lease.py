@@ -17,6 +17,7 @@ from metrictank.fakemetrics import SeriesSet
 
 from .cluster import SPAN, InstanceProc, SimProducer, sim_start, wait_until
 from .helpers import free_port
+from .reliability import record
 from .test_cluster_e2e import _verify_store
 
 pytestmark = pytest.mark.integration
@@ -150,7 +151,7 @@ def test_repeated_kill9_of_the_primary_fails_over_without_anyone_acting(
         assert figures["epoch"] >= rounds + 1
         for k, v in figures.items():
             record_property(k, v)
-        print(f"automatic failover figures: {figures}")
+        record("automatic-failover", lease_seconds=LEASE, margin_seconds=MARGIN, points_lost=0, **figures)
     finally:
         prod.stop()
         for n in nodes:
@@ -175,10 +176,12 @@ def test_paused_primary_wakes_up_fenced_writes_nothing_and_demotes_itself(
         other = next(n for n in nodes if n is not prim)
         wait_until(lambda: prim.node()["chunksQueued"] > 0, 60, "the primary writing", prim)
         prim.proc.send_signal(signal.SIGSTOP)
+        paused = time.monotonic()
         try:
             wait_until(
                 lambda: other.node()["primary"], LEASE + MARGIN + 15, "takeover of the paused primary", other
             )
+            took_over = time.monotonic() - paused
             # let a chunk boundary pass while it is paused: the old primary has chunks to write when it wakes
             t_boundary = prod.t + SPAN - (prod.t - T) % SPAN + 5
             wait_until(lambda: prod.t >= t_boundary, 30, "a chunk boundary during the pause")
@@ -190,8 +193,16 @@ def test_paused_primary_wakes_up_fenced_writes_nothing_and_demotes_itself(
         wait_until(lambda: prod.t > t_boundary + SPAN, 30, "another chunk boundary")
         assert _metric(prim, "metrictank_store_chunk_operations_save_ok_total") == saved_at_wake
         assert _metric(prim, "metrictank_cluster_lease_losses_total") >= 1
-        _all_saved_and_exact(other, cassandra_session, ks, ss, T, prod.stop())
+        figures = _all_saved_and_exact(other, cassandra_session, ks, ss, T, prod.stop())
         assert len(_primary(nodes)) == 1
+        record(
+            "split-brain-attempts",
+            case="paused primary",
+            takeover_seconds=round(took_over, 1),
+            old_primary_writes_after_wake=0,
+            points_lost=0,
+            **figures,
+        )
     finally:
         prod.stop()
         for n in nodes:
@@ -199,7 +210,7 @@ def test_paused_primary_wakes_up_fenced_writes_nothing_and_demotes_itself(
 
 
 def test_a_live_primary_unreachable_from_the_candidate_is_not_replaced_without_force(
-    tmp_path, kafka_bootstrap, cassandra_hosts, new_topic, new_keyspace
+    tmp_path, kafka_bootstrap, cassandra_hosts, cassandra_session, new_topic, new_keyspace
 ):
     """The candidate's peer URL for the primary is a blackhole (nothing listens there): peer checks cannot see
     the primary, but the lease can. Promotion is refused across chunk boundaries; force steals the lease and the
@@ -238,8 +249,19 @@ def test_a_live_primary_unreachable_from_the_candidate_is_not_replaced_without_f
         assert b.node()["primary"] is False and refusals >= 5
         r = b.post_node(primary=True, force=True)
         assert r.status_code == 200, r.text
+        forced = time.monotonic()
         wait_until(lambda: not a.node()["primary"], LEASE + 2, "the old primary stepped down", a)
+        stepped_down = time.monotonic() - forced
         assert b.node()["failover"]["lease"]["epoch"] == 2
+        figures = _all_saved_and_exact(b, cassandra_session, ks, ss, T, prod.stop())
+        record(
+            "split-brain-attempts",
+            case="blackholed peer",
+            refusals_without_force=refusals,
+            old_primary_stepped_down_seconds=round(stepped_down, 1),
+            points_lost=0,
+            **figures,
+        )
     finally:
         prod.stop()
         a.kill9()

@@ -11,7 +11,8 @@ import pytest
 from metrictank.fakemetrics import SeriesSet
 
 from .cluster import SimProducer, sim_start, wait_until
-from .test_failover_lease import LEASE, MARGIN, _all_saved_and_exact, _metric, _nodes, _primary
+from .reliability import record
+from .test_failover_lease import LEASE, _all_saved_and_exact, _metric, _nodes, _primary
 
 pytestmark = pytest.mark.integration
 
@@ -64,9 +65,14 @@ def test_frozen_lease_store_fences_the_primary_and_nobody_takes_over(
         figures = _all_saved_and_exact(prim, session, ks, ss, T, prod.stop())
         epoch = prim.node()["failover"]["lease"]["epoch"]
         assert epoch == 1, f"the lease changed hands ({epoch})"
-        print(
-            f"lease store frozen {3 * LEASE:.0f}s: fenced after {fenced_after:.1f}s (lease {LEASE}s, margin "
-            f"{MARGIN}s), {figures['points_read_back']} points read back exactly"
+        record(
+            "split-brain-attempts",
+            case="lease store frozen",
+            frozen_seconds=3 * LEASE,
+            fenced_after_seconds=round(fenced_after, 1),
+            lease_changed_hands=False,
+            points_lost=0,
+            **figures,
         )
     finally:
         prod.stop()

@@ -280,7 +280,9 @@ def test_a_restarted_holder_takes_its_own_lease_back_at_once_with_a_new_epoch(db
     name = lease_name("c", [0, 1])
     old = Lease(SQLiteLeases(db), name, "a", wall=clock, mono=clock)
     old.acquire()
-    new = Lease(SQLiteLeases(db), name, "a", wall=clock, mono=clock)  # the same node after kill -9 and restart
+    new = Lease(
+        SQLiteLeases(db), name, "a", wall=clock, mono=clock
+    )  # the same node after kill -9 and restart
     assert new.blocker() is None
     assert new.acquire() == (True, "")
     assert new.epoch == 2
