@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["IngestLoop"]
 
+_SWEEP_BLOCK = 65536  # slots per step of a catch-up sweep: bounds its memory and how long it holds the lock
+
 
 class IngestLoop:
     def __init__(
@@ -77,6 +79,8 @@ class IngestLoop:
         self._next_progress_log = 0.0
         self._replaying = False
         self._partition_started: set[int] = set()
+        self._could_persist = False
+        self.sweeps = 0
 
     # --- saved marks ---------------------------------------------------------------------------------------------
     def hand_saved(self, saved: list[tuple[str, int]]) -> None:
@@ -179,7 +183,27 @@ class IngestLoop:
                 self._partition_started.add(p)
                 self.tank.set_partition_start(p, 0 if tr.from_log_start(p) else int(ts))
 
+    def _sweep_if_newly_writing(self) -> None:
+        """When this node becomes able to write (promoted, or unfenced after its lease was proven again), queue at
+        once every complete chunk that is not saved yet, instead of waiting for each series' next chunk to
+        complete: those chunks completed while another node was expected to write them (or while this one
+        could not), and the sooner they are saved the smaller the window in which they exist only in memory."""
+        may = bool(self.persister.is_primary())
+        if may and not self._could_persist:
+            self.sweeps += 1
+            for lo in range(0, self.tank.n_slots, _SWEEP_BLOCK):
+                self.persister.begin()
+                try:
+                    with self.lock:
+                        slots = np.arange(lo, min(lo + _SWEEP_BLOCK, self.tank.n_slots), dtype=np.int64)
+                        writes = self.persister.plan_slots(slots)
+                    self.persister.submit(writes, stopping=self.stop_event.is_set)
+                finally:
+                    self.persister.end()
+        self._could_persist = may
+
     def _tick(self) -> None:
+        self._sweep_if_newly_writing()
         if self.listener is not None:
             self.listener.poll(timeout=0)  # applies marks through apply_saved, which takes the lock
             if self.node.primary:

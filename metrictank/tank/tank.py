@@ -816,6 +816,11 @@ class Tank:
         both = CompletedChunks.concat([ring, rec.take(np.flatnonzero(gone))])
         return both.take(np.lexsort((both.t0, both.slot)))
 
+    @property
+    def n_slots(self) -> int:
+        """Slots allocated so far (series archives); slot numbers are below this."""
+        return self._n_slots
+
     def mark_save_started(self, slots: np.ndarray, t0s: np.ndarray) -> None:
         """Chunks up to t0 are saved or queued: never offer them for persisting again."""
         slots = np.asarray(slots, np.int64)
