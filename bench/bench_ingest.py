@@ -108,8 +108,13 @@ def _base_time(points: int) -> int:
     return now - now % 600 - points * INTERVAL
 
 
-def produce_backlog(brokers: str, topic: str, case: Case) -> dict:
+def produce_backlog(
+    brokers: str, topic: str, case: Case, prefix: str | None = None, create: bool = True
+) -> dict:
     """Create `topic` and fill it: every series' MetricData, then its other points oldest first.
+
+    `prefix` names the series (default: by series count); `create=False` appends to an existing topic, so
+    a benchmark can put a small, complete set of series ahead of a big backlog (bench_ingest_load.py).
 
     A tight produce loop over pre-encoded messages (the fakemetrics Producer sends one Python call deep per
     message; this one is a bare bound-method call), with large lz4 batches and linger so the broker sees few
@@ -122,9 +127,14 @@ def produce_backlog(brokers: str, topic: str, case: Case) -> dict:
     from metrictank.schema import POINT_DTYPE, encode_metricpoints_many
 
     t_start = time.perf_counter()
-    admin = AdminClient({"bootstrap.servers": brokers})
-    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[topic].result(30)
-    ss = SeriesSet.make(case.series, PARTITIONS, prefix=f"bench.ingest.s{case.series}", interval=INTERVAL)
+    if create:
+        admin = AdminClient({"bootstrap.servers": brokers})
+        admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[topic].result(
+            30
+        )
+    ss = SeriesSet.make(
+        case.series, PARTITIONS, prefix=prefix or f"bench.ingest.s{case.series}", interval=INTERVAL
+    )
     p = KafkaProducer(
         {
             "bootstrap.servers": brokers,
@@ -191,6 +201,7 @@ def produce_backlog(brokers: str, topic: str, case: Case) -> dict:
         "messages": messages,
         "points": case.series * case.points,
         "seconds": time.perf_counter() - t_start,
+        "start": start,
     }
 
 
@@ -227,6 +238,30 @@ def _trimmed_rss_kb() -> int:
     except (OSError, AttributeError):
         pass
     return _rss_kb()
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of every thread of this process, summed by name.
+
+    Python threads are named by their `threading` name, the others by the kernel's (`rdk:main`,
+    `rdk:broker1`, ... for librdkafka): this is how the benchmarks say which thread does what, since a
+    sampling profiler sees only the Python threads."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = names.get(int(tid)) or comm
+        if name.startswith("rdk:broker"):
+            name = "rdk:broker*"  # one per broker connection (and bootstrap); summed
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def _cpu() -> float:
