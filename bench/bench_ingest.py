@@ -28,7 +28,15 @@ Targets (per process): >= 1.5 M points/s for one-point messages at 10k series, >
 arrays of 100 points, <= 2.8 KB RSS per series at 100k series x ~140 points. Metrictank's Go binary on this
 machine type: 1.24 M/s (10k), 0.95 M/s (100k), ~5.6 KB RSS per series.
 
+Share of the bare consume loop (issue 12): each child process consumes the backlog through the pipeline and
+then through the bare loop, and the row is the median of those per-process ratios (targets 0.8 / 0.75 / 0.7 at
+10k / 100k / 1M series); the note gives the cores each thread used (`thread_cpu`: MainThread = poll + decode +
+index + tank, `rdk:broker*` = librdkafka's fetch and decompression, `rdk:main` = its bookkeeping).
+
 Run alone: `python bench/bench_ingest.py [--quick]` with METRICTANK_TEST_KAFKA (or KAFKA_BOOTSTRAP) set.
+`BENCH_INGEST_CASES=points` keeps the cases whose name contains one of the comma-separated words;
+`BENCH_INGEST_BASELINE=/path` (a directory holding another checkout's `metrictank` package, C extensions built)
+alternates its children with this tree's and adds before/after rows measured in the same run.
 """
 
 from __future__ import annotations
@@ -66,6 +74,7 @@ class Case:
     array: int  # points per message: 1 = MetricPoint messages, >1 = MetricPointArray
     rate_target: float | None = None
     mem_target: float | None = None
+    share_target: float | None = None  # of the bare consume loop's message rate (issue 12)
 
     @property
     def topic_key(self) -> str:
@@ -75,13 +84,13 @@ class Case:
 def _cases(quick: bool) -> list[Case]:
     if quick:
         return [
-            Case("points 10k series", 10_000, 240, 1, 1.5e6),
+            Case("points 10k series", 10_000, 240, 1, 1.5e6, share_target=0.8),
             Case("arrays 10k series", 10_000, 240, ARRAY_SIZE, 5e6),
         ]
     return [
-        Case("points 10k series", 10_000, 240, 1, 1.5e6),
-        Case("points 100k series", 100_000, 240, 1, 1.3e6),
-        Case("points 1M series", 1_000_000, 24, 1),
+        Case("points 10k series", 10_000, 240, 1, 1.5e6, share_target=0.8),
+        Case("points 100k series", 100_000, 240, 1, 1.3e6, share_target=0.75),
+        Case("points 1M series", 1_000_000, 24, 1, share_target=0.7),
         Case("arrays 10k series", 10_000, 240, ARRAY_SIZE, 5e6),
         Case("arrays 100k series x 140", 100_000, 140, ARRAY_SIZE, 5e6, 2800.0),
         # 24 points per series: the million MetricData that announce the series dominate (no target)
@@ -264,6 +273,12 @@ def thread_cpu() -> dict[str, float]:
     return out
 
 
+def _threads_since(before: dict[str, float]) -> dict[str, float]:
+    return {
+        k: round(v - before.get(k, 0.0), 3) for k, v in thread_cpu().items() if v - before.get(k, 0.0) > 0.005
+    }
+
+
 def _cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
@@ -298,6 +313,7 @@ def _pipeline(brokers: str, topic: str, batch_size: int, options: str, series: i
     while not batch.values:
         batch = consumer.poll(timeout=5.0)
     t0, c0, th0 = time.perf_counter(), _cpu(), time.thread_time()
+    threads0 = thread_cpu()
     while True:
         if batch.values:
             tr = consumer.tracker
@@ -316,6 +332,7 @@ def _pipeline(brokers: str, topic: str, batch_size: int, options: str, series: i
         consumer.batch_size = min(batch_size, total - handler.messages)
         batch = consumer.poll(timeout=0.1)
     wall, cpu, main = time.perf_counter() - t0, _cpu() - c0, time.thread_time() - th0
+    threads = _threads_since(threads0)
     rss1 = _rss_kb()
     hwm = _rss_kb("VmHWM")
     t_trim = time.perf_counter()
@@ -341,6 +358,7 @@ def _pipeline(brokers: str, topic: str, batch_size: int, options: str, series: i
         "trims_seconds": heap.seconds,
         "hwm_kb": hwm,
         "tank_bytes": tank.memory_bytes(),
+        "threads": threads,
     }
     consumer.close()
     return out
@@ -363,6 +381,7 @@ def _raw(brokers: str, topic: str, batch_size: int, options: str) -> dict:
     value = Message.value
     msgs = c.consume(num_messages=batch_size, timeout=10.0)
     t0, c0, th0 = time.perf_counter(), _cpu(), time.thread_time()
+    threads0 = thread_cpu()
     n = 0
     gc.disable()  # as DataConsumer.poll does while Message objects exist
     try:
@@ -380,6 +399,7 @@ def _raw(brokers: str, topic: str, batch_size: int, options: str) -> dict:
         "cpu": _cpu() - c0,
         "main_cpu": time.thread_time() - th0,
         "messages": n,
+        "threads": _threads_since(threads0),
     }
     c.close()
     return out
@@ -454,7 +474,13 @@ def consume_in_subprocess(
     options: str = "",
     series: int = 0,
     timeout: float = 600,
+    pythonpath: str | None = None,
 ) -> dict:
+    """One consumption in a fresh process; `pythonpath` runs it with another checkout's `metrictank` package
+    (a baseline for a before/after ratio measured in the same run)."""
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
     args = {
         "series": series,
         "mode": mode,
@@ -469,6 +495,7 @@ def consume_in_subprocess(
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
     if r.returncode != 0:
         raise RuntimeError(f"consumer subprocess failed ({r.returncode}):\n{r.stderr[-4000:]}")
@@ -482,12 +509,34 @@ def _med(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+def _share(result: dict) -> float:
+    """Pipeline message rate / bare consume loop message rate, both measured in the same child process."""
+    p, r = result["pipeline"], result["raw"]
+    return (p["messages"] / p["wall"]) / (r["messages"] / r["wall"])
+
+
+def _threads_note(threads: dict[str, float], wall: float) -> str:
+    top = sorted(threads.items(), key=lambda kv: -kv[1])[:5]
+    return ", ".join(f"{k} {v / wall:.2f}" for k, v in top)
+
+
 def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: bool = False) -> list[dict]:
-    results = [consume_in_subprocess(brokers, topic, series=case.series) for _ in range(repeats)]
+    # BENCH_INGEST_BASELINE: the directory holding another checkout's `metrictank` package (C extensions built);
+    # its children alternate with this tree's (ABBA), so code changes are judged by a ratio from the same run.
+    baseline = os.environ.get("BENCH_INGEST_BASELINE")
+    results: list[dict] = []
+    base_results: list[dict] = []
+    for k in range(repeats):
+        order = [False, True] if k % 2 == 0 else [True, False]
+        for use_base in order if baseline else [False]:
+            r = consume_in_subprocess(
+                brokers, topic, series=case.series, pythonpath=baseline if use_base else None
+            )
+            (base_results if use_base else results).append(r)
     pipe = [r["pipeline"] for r in results]
     raw = [r["raw"] for r in results]
     expect = case.series * case.points
-    for r in pipe:
+    for r in pipe + [b["pipeline"] for b in base_results]:
         if r["points"] != expect or r["tank_points"] != expect or r["series"] != case.series:
             raise RuntimeError(
                 f"{case.name}: ingested {r['points']} points ({r['tank_points']} in the tank) of "
@@ -524,6 +573,12 @@ def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: b
     size = f"{case.series:,} series x {case.points} points ({msgs:,} {kind})"
     go = GO_RATE.get(case.series) if case.array <= 1 else None
     go_note = f"; Metrictank (Go) {go / 1e6:.2f} M/s" if go else ""
+    shares = [_share(r) for r in results]
+    cpu_shares = [
+        (r["pipeline"]["messages"] / r["pipeline"]["cpu"]) / (r["raw"]["messages"] / r["raw"]["cpu"])
+        for r in results
+    ]
+    mid = sorted(results, key=lambda r: r["pipeline"]["wall"])[len(results) // 2]
     rows = [
         _row(
             f"ingest {case.name}: points/s",
@@ -544,12 +599,15 @@ def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: b
         ),
         _row(
             f"ingest {case.name}: share of raw-consume ceiling",
-            msg_rate / raw_rate,
+            _med(shares),
             "ratio",
-            None,
+            case.share_target,
             n,
-            f"bare consume()+values loop, same process and settings: {raw_rate:,.0f} msgs/s wall, "
-            f"{raw_cpu_rate:,.0f} msgs/cpu-s",
+            f"median of per-process ratios {', '.join(f'{x:.2f}' for x in shares)} (pipeline msgs/s over a bare "
+            f"consume()+values loop re-reading the backlog in the same process and settings: {raw_rate:,.0f} "
+            f"msgs/s wall, {raw_cpu_rate:,.0f} msgs/cpu-s); per CPU-second {_med(cpu_shares):.2f}; cores by "
+            f"thread, pipeline: {_threads_note(mid['pipeline']['threads'], mid['pipeline']['wall'])}; bare "
+            f"loop: {_threads_note(mid['raw']['threads'], mid['raw']['wall'])}",
         ),
         _row(
             f"ingest {case.name}: RSS per series",
@@ -564,6 +622,33 @@ def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: b
             higher=False,
         ),
     ]
+    if base_results:
+        bshares = [_share(r) for r in base_results]
+        speed = [
+            (r["pipeline"]["points"] / r["pipeline"]["cpu"])
+            / (b["pipeline"]["points"] / b["pipeline"]["cpu"])
+            for r, b in zip(results, base_results, strict=True)
+        ]
+        rows += [
+            _row(
+                f"ingest {case.name}: share of raw-consume ceiling, baseline code",
+                _med(bshares),
+                "ratio",
+                None,
+                len(bshares),
+                f"{os.environ.get('BENCH_INGEST_BASELINE_NAME') or baseline}; per process "
+                f"{', '.join(f'{x:.2f}' for x in bshares)}; this tree "
+                f"{_med(shares):.2f} in the same run (alternating ABBA)",
+            ),
+            _row(
+                f"ingest {case.name}: points per CPU-second, this tree / baseline",
+                _med(speed),
+                "ratio",
+                None,
+                len(speed),
+                f"whole process; pairs {', '.join(f'{x:.2f}' for x in speed)}",
+            ),
+        ]
     if instance:
         inst = [
             consume_in_subprocess(brokers, topic, mode="instance", raw=False)["instance"] for _ in range(n)
@@ -592,8 +677,10 @@ def run(quick: bool = False) -> list[dict]:
     repeats = 3
     rows: list[dict] = []
     created: list[str] = []
+    only = os.environ.get("BENCH_INGEST_CASES", "")  # e.g. "points": cases whose name contains a word
+    cases = [c for c in _cases(quick) if not only or any(w in c.name for w in only.split(","))]
     try:
-        for case in _cases(quick):
+        for case in cases:
             topic = f"bench-ingest-{case.topic_key}-{run_id}"
             if topic not in _PRODUCED:
                 _PRODUCED[topic] = produce_backlog(brokers, topic, case)

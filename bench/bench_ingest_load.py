@@ -85,6 +85,8 @@ def _child(args: dict) -> None:
     def say(**kw) -> None:
         print(json.dumps(kw), flush=True)
 
+    if args.get("switch_interval"):
+        sys.setswitchinterval(args["switch_interval"])  # diagnosis only: the instance keeps Python's 5 ms
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-load-"))
     (tmp / "storage-schemas.conf").write_text(SCHEMA)
     sections = {
@@ -231,12 +233,26 @@ class RenderLoad:
 
 
 def replay(
-    brokers: str, topic: str, query_ids: list[str], first: int, loaded: bool, timeout: float = 900
+    brokers: str,
+    topic: str,
+    query_ids: list[str],
+    first: int,
+    loaded: bool,
+    switch_interval: float = 0.0,
+    timeout: float = 900,
 ) -> dict:
-    """One replay of the whole topic by a fresh instance process, with or without the render load."""
+    """One replay of the whole topic by a fresh instance process, with or without the render load
+    (`switch_interval`: the instance process's sys.setswitchinterval, 0 = Python's default)."""
     last = first + (QUERY_POINTS - 1) * INTERVAL
     port = _free_port()
-    args = {"brokers": brokers, "topic": topic, "port": port, "query_ids": query_ids, "query_last": last}
+    args = {
+        "brokers": brokers,
+        "topic": topic,
+        "port": port,
+        "query_ids": query_ids,
+        "query_last": last,
+        "switch_interval": switch_interval,
+    }
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", json.dumps(args)],
         stdin=subprocess.PIPE,
