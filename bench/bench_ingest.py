@@ -25,8 +25,9 @@ How it is measured, and why:
   includes the last poll's timeout).
 
 Targets (per process): >= 1.5 M points/s for one-point messages at 10k series, >= 1.3 M/s at 100k, >= 5 M/s for
-arrays of 100 points, <= 2.8 KB RSS per series at 100k series x ~140 points. Metrictank's Go binary on this
-machine type: 1.24 M/s (10k), 0.95 M/s (100k), ~5.6 KB RSS per series.
+arrays of 100 points, <= 2.8 KB RSS per series at 100k series x ~140 points. Metrictank, measured side by side
+on this machine type (../shared/spec/anchors.md, 2026-12-02: same topic contents, non-primary, shared machine):
+see `ANCHORS`; compare ratios, not these absolute rates.
 
 Share of the bare consume loop (issue 12): each child process of a one-point case reads the backlog with the
 bare loop, then through the pipeline, then with the bare loop again (the ceiling is the mean of the two bare
@@ -63,8 +64,17 @@ PARTITIONS = 8
 INTERVAL = 10
 ARRAY_SIZE = 100
 BATCH_SIZE = 20000
-GO_RATE = {10_000: 1.24e6, 100_000: 0.95e6}
-GO_BYTES_PER_SERIES = 5600.0
+#: Metrictank beside metrictank-py in ../shared/spec/anchors.md (2026-12-02, same machine type, same Kafka topic
+#: contents, both non-primary, machine shared with other work): one-point messages, wall-clock rates and RSS.
+ANCHORS = {
+    10_000: "anchors.md 2026-12-02: Metrictank 343k-470k points/s (packaged config; 835k tuned), metrictank-py "
+    "671k-815k, side by side",
+    100_000: "anchors.md 2026-12-02: Metrictank 216k-323k points/s, metrictank-py 723k-765k, side by side",
+}
+ANCHOR_RSS = {
+    10_000: "Metrictank 12.3-12.9 KB/series above idle with ~396 points held (anchors.md 2026-12-02)",
+    100_000: "Metrictank 7.6-7.8 KB/series above idle with 216 points held (anchors.md 2026-12-02)",
+}
 
 
 @dataclass(frozen=True)
@@ -594,8 +604,8 @@ def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: b
     n = len(pipe)
     kind = "one-point messages" if case.array <= 1 else f"MetricPointArrays of {case.array}"
     size = f"{case.series:,} series x {case.points} points ({msgs:,} {kind})"
-    go = GO_RATE.get(case.series) if case.array <= 1 else None
-    go_note = f"; Metrictank (Go) {go / 1e6:.2f} M/s" if go else ""
+    go = ANCHORS.get(case.series) if case.array <= 1 else None
+    go_note = f"; {go}" if go else ""
     shares = [_share(r) for r in results]
     cpu_shares = [
         (r["pipeline"]["messages"] / r["pipeline"]["cpu"]) / (r["raw"]["messages"] / r["raw"]["cpu"])
@@ -643,7 +653,8 @@ def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: b
             f"RSS growth over the backlog / series, with the main loop's periodic heap trim ({trims:.0f} trims, "
             f"{trim_ms:,.0f} ms in all); {trimmed:,.0f} after a final malloc_trim(0); whole-process RSS "
             f"{total_per_series:,.0f} B/series (peak {hwm:,.0f} MB); tank's own estimate "
-            f"{tank_per_series:,.0f} B/series; Metrictank ~{GO_BYTES_PER_SERIES:,.0f}",
+            f"{tank_per_series:,.0f} B/series"
+            + (f"; {ANCHOR_RSS[case.series]}" if case.array <= 1 and case.series in ANCHOR_RSS else ""),
             higher=False,
         ),
     ]
