@@ -23,6 +23,9 @@ Why it is built this way:
   thread's own CPU are reported too: the loop's CPU per point staying flat while its wall rate falls means the
   loop waited (for the GIL or the tank lock), not that it did more work.
 
+`replay(..., switch_interval=0.001)` runs the instance with another GIL switch interval (a diagnosis, not
+part of the figures: it did not raise the ratio, see docs/benchmarks.md).
+
 Run alone: `python bench/bench_ingest_load.py [--quick]` with METRICTANK_TEST_KAFKA (or KAFKA_BOOTSTRAP) set.
 """
 
