@@ -17,18 +17,28 @@ How it is measured, and why:
   one more malloc_trim(0) at the end (what the instance does when a replay catches up).
 - New series cost far more than points (MetricData decode, validation, index, tank slots), and a backlog starts
   with one MetricData per series: the note of each rate also gives the rate after the last MetricData.
-- The ceiling: the same subprocess then re-reads the backlog with a bare consume loop (same client settings
-  and batch size, values extracted, nothing else), so "share of ceiling" says how much of the budget the Kafka
-  client itself takes.
+- The ceiling: the same subprocess also reads the backlog with a bare consume loop (same client settings
+  and batch size, values extracted, nothing else; after the pipeline, and for one-point cases before it too),
+  so "share of ceiling" says how much of the budget the Kafka client itself takes.
 - A secondary case runs the real `Instance` (store: a throwaway sqlite file, kafka-cluster disabled, no HTTP),
   to show the main loop adds nothing beyond the pipeline (its clock starts at the first consumed batch and
   includes the last poll's timeout).
 
 Targets (per process): >= 1.5 M points/s for one-point messages at 10k series, >= 1.3 M/s at 100k, >= 5 M/s for
-arrays of 100 points, <= 2.8 KB RSS per series at 100k series x ~140 points. Metrictank's Go binary on this
-machine type: 1.24 M/s (10k), 0.95 M/s (100k), ~5.6 KB RSS per series.
+arrays of 100 points, <= 2.8 KB RSS per series at 100k series x ~140 points. Metrictank, measured side by side
+on this machine type (../shared/spec/anchors.md, 2026-12-02: same topic contents, non-primary, shared machine):
+see `ANCHORS`; compare ratios, not these absolute rates.
+
+Share of the bare consume loop (issue 12): each child process of a one-point case reads the backlog with the
+bare loop, then through the pipeline, then with the bare loop again (the ceiling is the mean of the two bare
+passes, so load drifting on the shared machine moves both sides alike), and the row is the median of those
+per-process ratios (targets 0.8 / 0.75 / 0.7 at 10k / 100k / 1M series); the note gives the cores each thread used (`thread_cpu`: MainThread = poll + decode +
+index + tank, `rdk:broker*` = librdkafka's fetch and decompression, `rdk:main` = its bookkeeping).
 
 Run alone: `python bench/bench_ingest.py [--quick]` with METRICTANK_TEST_KAFKA (or KAFKA_BOOTSTRAP) set.
+`BENCH_INGEST_CASES=points` keeps the cases whose name contains one of the comma-separated words;
+`BENCH_INGEST_BASELINE=/path` (a directory holding another checkout's `metrictank` package, C extensions built)
+alternates its children with this tree's and adds before/after rows measured in the same run.
 """
 
 from __future__ import annotations
@@ -54,8 +64,17 @@ PARTITIONS = 8
 INTERVAL = 10
 ARRAY_SIZE = 100
 BATCH_SIZE = 20000
-GO_RATE = {10_000: 1.24e6, 100_000: 0.95e6}
-GO_BYTES_PER_SERIES = 5600.0
+#: Metrictank beside metrictank-py in ../shared/spec/anchors.md (2026-12-02, same machine type, same Kafka topic
+#: contents, both non-primary, machine shared with other work): one-point messages, wall-clock rates and RSS.
+ANCHORS = {
+    10_000: "anchors.md 2026-12-02: Metrictank 343k-470k points/s (packaged config; 835k tuned), metrictank-py "
+    "671k-815k, side by side",
+    100_000: "anchors.md 2026-12-02: Metrictank 216k-323k points/s, metrictank-py 723k-765k, side by side",
+}
+ANCHOR_RSS = {
+    10_000: "Metrictank 12.3-12.9 KB/series above idle with ~396 points held (anchors.md 2026-12-02)",
+    100_000: "Metrictank 7.6-7.8 KB/series above idle with 216 points held (anchors.md 2026-12-02)",
+}
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,7 @@ class Case:
     array: int  # points per message: 1 = MetricPoint messages, >1 = MetricPointArray
     rate_target: float | None = None
     mem_target: float | None = None
+    share_target: float | None = None  # of the bare consume loop's message rate (issue 12)
 
     @property
     def topic_key(self) -> str:
@@ -75,13 +95,13 @@ class Case:
 def _cases(quick: bool) -> list[Case]:
     if quick:
         return [
-            Case("points 10k series", 10_000, 240, 1, 1.5e6),
+            Case("points 10k series", 10_000, 240, 1, 1.5e6, share_target=0.8),
             Case("arrays 10k series", 10_000, 240, ARRAY_SIZE, 5e6),
         ]
     return [
-        Case("points 10k series", 10_000, 240, 1, 1.5e6),
-        Case("points 100k series", 100_000, 240, 1, 1.3e6),
-        Case("points 1M series", 1_000_000, 24, 1),
+        Case("points 10k series", 10_000, 240, 1, 1.5e6, share_target=0.8),
+        Case("points 100k series", 100_000, 240, 1, 1.3e6, share_target=0.75),
+        Case("points 1M series", 1_000_000, 24, 1, share_target=0.7),
         Case("arrays 10k series", 10_000, 240, ARRAY_SIZE, 5e6),
         Case("arrays 100k series x 140", 100_000, 140, ARRAY_SIZE, 5e6, 2800.0),
         # 24 points per series: the million MetricData that announce the series dominate (no target)
@@ -108,8 +128,13 @@ def _base_time(points: int) -> int:
     return now - now % 600 - points * INTERVAL
 
 
-def produce_backlog(brokers: str, topic: str, case: Case) -> dict:
+def produce_backlog(
+    brokers: str, topic: str, case: Case, prefix: str | None = None, create: bool = True
+) -> dict:
     """Create `topic` and fill it: every series' MetricData, then its other points oldest first.
+
+    `prefix` names the series (default: by series count); `create=False` appends to an existing topic, so
+    a benchmark can put a small, complete set of series ahead of a big backlog (bench_ingest_load.py).
 
     A tight produce loop over pre-encoded messages (the fakemetrics Producer sends one Python call deep per
     message; this one is a bare bound-method call), with large lz4 batches and linger so the broker sees few
@@ -122,9 +147,14 @@ def produce_backlog(brokers: str, topic: str, case: Case) -> dict:
     from metrictank.schema import POINT_DTYPE, encode_metricpoints_many
 
     t_start = time.perf_counter()
-    admin = AdminClient({"bootstrap.servers": brokers})
-    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[topic].result(30)
-    ss = SeriesSet.make(case.series, PARTITIONS, prefix=f"bench.ingest.s{case.series}", interval=INTERVAL)
+    if create:
+        admin = AdminClient({"bootstrap.servers": brokers})
+        admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[topic].result(
+            30
+        )
+    ss = SeriesSet.make(
+        case.series, PARTITIONS, prefix=prefix or f"bench.ingest.s{case.series}", interval=INTERVAL
+    )
     p = KafkaProducer(
         {
             "bootstrap.servers": brokers,
@@ -191,6 +221,7 @@ def produce_backlog(brokers: str, topic: str, case: Case) -> dict:
         "messages": messages,
         "points": case.series * case.points,
         "seconds": time.perf_counter() - t_start,
+        "start": start,
     }
 
 
@@ -229,6 +260,36 @@ def _trimmed_rss_kb() -> int:
     return _rss_kb()
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of every thread of this process, summed by name.
+
+    Python threads are named by their `threading` name, the others by the kernel's (`rdk:main`,
+    `rdk:broker1`, ... for librdkafka): this is how the benchmarks say which thread does what, since a
+    sampling profiler sees only the Python threads."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = names.get(int(tid)) or comm
+        if name.startswith("rdk:broker"):
+            name = "rdk:broker*"  # one per broker connection (and bootstrap); summed
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _threads_since(before: dict[str, float]) -> dict[str, float]:
+    return {
+        k: round(v - before.get(k, 0.0), 3) for k, v in thread_cpu().items() if v - before.get(k, 0.0) > 0.005
+    }
+
+
 def _cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
@@ -263,6 +324,7 @@ def _pipeline(brokers: str, topic: str, batch_size: int, options: str, series: i
     while not batch.values:
         batch = consumer.poll(timeout=5.0)
     t0, c0, th0 = time.perf_counter(), _cpu(), time.thread_time()
+    threads0 = thread_cpu()
     while True:
         if batch.values:
             tr = consumer.tracker
@@ -281,6 +343,7 @@ def _pipeline(brokers: str, topic: str, batch_size: int, options: str, series: i
         consumer.batch_size = min(batch_size, total - handler.messages)
         batch = consumer.poll(timeout=0.1)
     wall, cpu, main = time.perf_counter() - t0, _cpu() - c0, time.thread_time() - th0
+    threads = _threads_since(threads0)
     rss1 = _rss_kb()
     hwm = _rss_kb("VmHWM")
     t_trim = time.perf_counter()
@@ -306,6 +369,7 @@ def _pipeline(brokers: str, topic: str, batch_size: int, options: str, series: i
         "trims_seconds": heap.seconds,
         "hwm_kb": hwm,
         "tank_bytes": tank.memory_bytes(),
+        "threads": threads,
     }
     consumer.close()
     return out
@@ -328,6 +392,7 @@ def _raw(brokers: str, topic: str, batch_size: int, options: str) -> dict:
     value = Message.value
     msgs = c.consume(num_messages=batch_size, timeout=10.0)
     t0, c0, th0 = time.perf_counter(), _cpu(), time.thread_time()
+    threads0 = thread_cpu()
     n = 0
     gc.disable()  # as DataConsumer.poll does while Message objects exist
     try:
@@ -345,6 +410,7 @@ def _raw(brokers: str, topic: str, batch_size: int, options: str) -> dict:
         "cpu": _cpu() - c0,
         "main_cpu": time.thread_time() - th0,
         "messages": n,
+        "threads": _threads_since(threads0),
     }
     c.close()
     return out
@@ -399,14 +465,30 @@ def _instance(brokers: str, topic: str, batch_size: int, options: str, series: i
 
 
 def _child(args: dict) -> dict:
+    """One consumption; with `raw`, the bare loop re-reads the backlog after it, and with `sandwich` before it
+    as well: the ceiling is then the mean of the two, so a machine whose load drifts during the process (other
+    jobs on the 2 shared cores) moves both sides of the ratio alike. The heap is trimmed after the first bare
+    pass, so the pipeline's RSS growth does not reuse memory that pass freed."""
     fn = {"pipeline": _pipeline, "instance": _instance}[args["mode"]]
-    out = {
-        args["mode"]: fn(
-            args["brokers"], args["topic"], args["batch_size"], args["options"], args.get("series", 0)
-        )
-    }
+    conn = (args["brokers"], args["topic"], args["batch_size"], args["options"])
+    before = None
+    if args.get("raw") and args.get("sandwich"):
+        before = _raw(*conn)
+        _trimmed_rss_kb()
+    out = {args["mode"]: fn(*conn, args.get("series", 0))}
     if args.get("raw"):
-        out["raw"] = _raw(args["brokers"], args["topic"], args["batch_size"], args["options"])
+        after = _raw(*conn)
+        out["raw"] = after if before is None else _mean_raw(before, after)
+        if before is not None:
+            out["raw_before"], out["raw_after"] = before, after
+    return out
+
+
+def _mean_raw(a: dict, b: dict) -> dict:
+    """The two bare passes of a sandwich as one: mean wall and CPU times, the later pass's thread split."""
+    out = dict(b)
+    for k in ("wall", "cpu", "main_cpu"):
+        out[k] = (a[k] + b[k]) / 2
     return out
 
 
@@ -419,11 +501,19 @@ def consume_in_subprocess(
     options: str = "",
     series: int = 0,
     timeout: float = 600,
+    pythonpath: str | None = None,
+    sandwich: bool = False,
 ) -> dict:
+    """One consumption in a fresh process; `pythonpath` runs it with another checkout's `metrictank` package
+    (a baseline for a before/after ratio measured in the same run)."""
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
     args = {
         "series": series,
         "mode": mode,
         "raw": raw,
+        "sandwich": sandwich,
         "brokers": brokers,
         "topic": topic,
         "batch_size": batch_size,
@@ -434,6 +524,7 @@ def consume_in_subprocess(
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
     if r.returncode != 0:
         raise RuntimeError(f"consumer subprocess failed ({r.returncode}):\n{r.stderr[-4000:]}")
@@ -447,12 +538,38 @@ def _med(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+def _share(result: dict) -> float:
+    """Pipeline message rate / bare consume loop message rate, both measured in the same child process."""
+    p, r = result["pipeline"], result["raw"]
+    return (p["messages"] / p["wall"]) / (r["messages"] / r["wall"])
+
+
+def _threads_note(threads: dict[str, float], wall: float) -> str:
+    top = sorted(threads.items(), key=lambda kv: -kv[1])[:5]
+    return ", ".join(f"{k} {v / wall:.2f}" for k, v in top)
+
+
 def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: bool = False) -> list[dict]:
-    results = [consume_in_subprocess(brokers, topic, series=case.series) for _ in range(repeats)]
+    # BENCH_INGEST_BASELINE: the directory holding another checkout's `metrictank` package (C extensions built);
+    # its children alternate with this tree's (ABBA), so code changes are judged by a ratio from the same run.
+    baseline = os.environ.get("BENCH_INGEST_BASELINE")
+    results: list[dict] = []
+    base_results: list[dict] = []
+    for k in range(repeats):
+        order = [False, True] if k % 2 == 0 else [True, False]
+        for use_base in order if baseline else [False]:
+            r = consume_in_subprocess(
+                brokers,
+                topic,
+                series=case.series,
+                pythonpath=baseline if use_base else None,
+                sandwich=case.share_target is not None,
+            )
+            (base_results if use_base else results).append(r)
     pipe = [r["pipeline"] for r in results]
     raw = [r["raw"] for r in results]
     expect = case.series * case.points
-    for r in pipe:
+    for r in pipe + [b["pipeline"] for b in base_results]:
         if r["points"] != expect or r["tank_points"] != expect or r["series"] != case.series:
             raise RuntimeError(
                 f"{case.name}: ingested {r['points']} points ({r['tank_points']} in the tank) of "
@@ -487,8 +604,14 @@ def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: b
     n = len(pipe)
     kind = "one-point messages" if case.array <= 1 else f"MetricPointArrays of {case.array}"
     size = f"{case.series:,} series x {case.points} points ({msgs:,} {kind})"
-    go = GO_RATE.get(case.series) if case.array <= 1 else None
-    go_note = f"; Metrictank (Go) {go / 1e6:.2f} M/s" if go else ""
+    go = ANCHORS.get(case.series) if case.array <= 1 else None
+    go_note = f"; {go}" if go else ""
+    shares = [_share(r) for r in results]
+    cpu_shares = [
+        (r["pipeline"]["messages"] / r["pipeline"]["cpu"]) / (r["raw"]["messages"] / r["raw"]["cpu"])
+        for r in results
+    ]
+    mid = sorted(results, key=lambda r: r["pipeline"]["wall"])[len(results) // 2]
     rows = [
         _row(
             f"ingest {case.name}: points/s",
@@ -509,12 +632,17 @@ def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: b
         ),
         _row(
             f"ingest {case.name}: share of raw-consume ceiling",
-            msg_rate / raw_rate,
+            _med(shares),
             "ratio",
-            None,
+            case.share_target,
             n,
-            f"bare consume()+values loop, same process and settings: {raw_rate:,.0f} msgs/s wall, "
-            f"{raw_cpu_rate:,.0f} msgs/cpu-s",
+            f"median of per-process ratios {', '.join(f'{x:.2f}' for x in shares)} (pipeline msgs/s over a bare "
+            f"consume()+values loop reading the backlog in the same process and settings, "
+            f"{'before and after the pipeline (mean)' if case.share_target is not None else 'after it'}: "
+            f"{raw_rate:,.0f} "
+            f"msgs/s wall, {raw_cpu_rate:,.0f} msgs/cpu-s); per CPU-second {_med(cpu_shares):.2f}; cores by "
+            f"thread, pipeline: {_threads_note(mid['pipeline']['threads'], mid['pipeline']['wall'])}; bare "
+            f"loop: {_threads_note(mid['raw']['threads'], mid['raw']['wall'])}",
         ),
         _row(
             f"ingest {case.name}: RSS per series",
@@ -525,10 +653,38 @@ def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: b
             f"RSS growth over the backlog / series, with the main loop's periodic heap trim ({trims:.0f} trims, "
             f"{trim_ms:,.0f} ms in all); {trimmed:,.0f} after a final malloc_trim(0); whole-process RSS "
             f"{total_per_series:,.0f} B/series (peak {hwm:,.0f} MB); tank's own estimate "
-            f"{tank_per_series:,.0f} B/series; Metrictank ~{GO_BYTES_PER_SERIES:,.0f}",
+            f"{tank_per_series:,.0f} B/series"
+            + (f"; {ANCHOR_RSS[case.series]}" if case.array <= 1 and case.series in ANCHOR_RSS else ""),
             higher=False,
         ),
     ]
+    if base_results:
+        bshares = [_share(r) for r in base_results]
+        speed = [
+            (r["pipeline"]["points"] / r["pipeline"]["cpu"])
+            / (b["pipeline"]["points"] / b["pipeline"]["cpu"])
+            for r, b in zip(results, base_results, strict=True)
+        ]
+        rows += [
+            _row(
+                f"ingest {case.name}: share of raw-consume ceiling, baseline code",
+                _med(bshares),
+                "ratio",
+                None,
+                len(bshares),
+                f"{os.environ.get('BENCH_INGEST_BASELINE_NAME') or baseline}; per process "
+                f"{', '.join(f'{x:.2f}' for x in bshares)}; this tree "
+                f"{_med(shares):.2f} in the same run (alternating ABBA)",
+            ),
+            _row(
+                f"ingest {case.name}: points per CPU-second, this tree / baseline",
+                _med(speed),
+                "ratio",
+                None,
+                len(speed),
+                f"whole process; pairs {', '.join(f'{x:.2f}' for x in speed)}",
+            ),
+        ]
     if instance:
         inst = [
             consume_in_subprocess(brokers, topic, mode="instance", raw=False)["instance"] for _ in range(n)
@@ -557,8 +713,10 @@ def run(quick: bool = False) -> list[dict]:
     repeats = 3
     rows: list[dict] = []
     created: list[str] = []
+    only = os.environ.get("BENCH_INGEST_CASES", "")  # e.g. "points": cases whose name contains a word
+    cases = [c for c in _cases(quick) if not only or any(w in c.name for w in only.split(","))]
     try:
-        for case in _cases(quick):
+        for case in cases:
             topic = f"bench-ingest-{case.topic_key}-{run_id}"
             if topic not in _PRODUCED:
                 _PRODUCED[topic] = produce_backlog(brokers, topic, case)

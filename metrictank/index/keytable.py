@@ -187,11 +187,16 @@ class KeyTable:
     def lookup(self, k0: np.ndarray, k1: np.ndarray, org: np.ndarray) -> np.ndarray:
         """Rows of a batch of keys as int64, -1 for unknown keys."""
         table, shift, mask, K0, K1, KO = self._snap
-        k0 = np.asarray(k0, np.uint64)
-        k1 = np.asarray(k1, np.uint64)
+        # Contiguous copies: the ingest path passes fields of the decoder's 40-byte point records, and every
+        # round below (hash, compares, gathers of the pending keys) is faster on packed arrays than on
+        # strided views; the copies cost less than one round of strided reads.
+        k0 = np.ascontiguousarray(k0, np.uint64)
+        k1 = np.ascontiguousarray(k1, np.uint64)
         org = np.asarray(org)
         if org.dtype != np.uint32:
             org = org.astype(np.int64).astype(np.uint32)  # -1 (public org) wraps like the key column
+        else:
+            org = np.ascontiguousarray(org)
         n = k0.shape[0]
         out = np.full(n, -1, np.int64)
         if n == 0:

@@ -272,3 +272,28 @@ def test_add_definitions_from_metricdata_like_objects():
     rows, created = ix.add_definitions([MD(2), MD(9)], np.array([5, 5]))
     assert rows.tolist() == [2, 4] and created.tolist() == [False, True]
     assert ix.get(2).partition == 5 and ix.get(1).tags == ()
+
+
+def test_lookup_of_strided_record_fields_equals_contiguous_and_scalar():
+    """The ingest path looks up fields of the decoder's 40-byte records (strided views); the answer must be
+    the one for packed arrays and for one key at a time, unknown keys (-1) included."""
+    from metrictank.schema import POINT_DTYPE
+
+    ix = MemoryIndex()
+    md5s = [_md5(f"s.{i}") for i in range(3000)]
+    for i, m in enumerate(md5s):
+        _add(ix, 1 + i % 3, m, f"s.{i}")
+    rng = np.random.default_rng(5)
+    pick = rng.integers(0, 3000, 5000)
+    pts = np.zeros(5000, POINT_DTYPE)
+    k0, k1 = split_md5(b"".join(md5s[i] for i in pick.tolist()))
+    pts["k0"], pts["k1"], pts["org"] = k0, k1, (1 + pick % 3).astype(np.uint32)
+    pts["org"][::7] += 1  # a wrong org: unknown key
+    strided = ix.lookup_rows(pts["k0"], pts["k1"], pts["org"])
+    packed = ix.lookup_rows(pts["k0"].copy(), pts["k1"].copy(), pts["org"].copy())
+    scalar = [
+        ix.row_of(format_id(int(o), int(a), int(b)))
+        for a, b, o in zip(pts["k0"], pts["k1"], pts["org"], strict=True)
+    ]
+    assert strided.tolist() == packed.tolist() == [-1 if r is None else r for r in scalar]
+    assert (strided == -1).sum() > 0 and (strided >= 0).sum() > 0

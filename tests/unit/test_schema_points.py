@@ -294,3 +294,43 @@ def test_numpy_encoders_match_scalar_encoders() -> None:
 def test_empty_array_refused() -> None:
     with pytest.raises(ValueError):
         encode_metricpoint_array([])
+
+
+# The fast path is taken when every message is 33 bytes long and starts with 0x02; batches that pass only part
+# of that test (all 33 bytes but another first byte, or a 33-byte average from other lengths) must decode
+# exactly as the per-message reference does.
+thirty_three = st.one_of(
+    single_with,
+    st.binary(min_size=32, max_size=32).map(lambda b: b"\x02" + b),
+    st.binary(min_size=32, max_size=32).map(lambda b: b"\x03" + b),
+    st.binary(min_size=32, max_size=32).map(lambda b: b"\x05\x02" + b[:31]),
+    st.binary(min_size=33, max_size=33),
+)
+
+
+@given(st.lists(thirty_three, min_size=1, max_size=40), st.sampled_from([0, 1, 77]))
+@settings(max_examples=300, deadline=None)
+def test_all_33_byte_batches_equal_reference(values: list, default_org: int) -> None:
+    batch = classify_and_decode(values, default_org)
+    points, errors, md_idx, ctl_idx = reference_decode(values, default_org)
+    assert as_tuples(batch.points) == points
+    assert {k: v for k, v in batch.errors.items() if k not in ("invalid-msgp", "invalid-control")} == errors
+
+
+def test_lengths_averaging_33_are_not_the_fast_path() -> None:
+    """32- and 34-byte 0x02 messages sum to 33 bytes each: all invalid, none decoded as points."""
+    k = MKey(b"q" * 16, 1)
+    good = encode_metricpoint(k, 1.0, 1500000000)
+    values = [good[:32], good + b"\x02"] * 10
+    batch = classify_and_decode(values, 0)
+    assert len(batch.points) == 0
+    assert batch.errors == {"invalid-length": 20}
+
+
+def test_tombstone_in_homogeneous_batch() -> None:
+    k = MKey(b"t" * 16, 1)
+    values = [encode_metricpoint(k, float(i), 1500000000 + i) for i in range(5)]
+    values[2] = None
+    batch = classify_and_decode(values, 0)
+    assert batch.points["msg_index"].tolist() == [0, 1, 3, 4]
+    assert batch.errors == {"empty": 1}
