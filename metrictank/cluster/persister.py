@@ -31,8 +31,11 @@ __all__ = ["Persister"]
 
 
 class Persister:
-    def __init__(self, tank, store: ChunkStore, is_primary: Callable[[], bool]) -> None:
+    def __init__(
+        self, tank, store: ChunkStore, is_primary: Callable[[], bool], epoch: Callable[[], int] | None = None
+    ) -> None:
         self.tank = tank
+        self.epoch = epoch  # the primary lease epoch under which writes are queued (for the log)
         self.store = store
         self.is_primary = is_primary
         self.queued = 0
@@ -131,6 +134,14 @@ class Persister:
         )
         self.queued += queued
         self.dropped_demoted += len(writes) - queued
+        if queued and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "queued %d chunk writes (lease epoch %d), e.g. %s t0=%d",
+                queued,
+                self.epoch() if self.epoch is not None else 0,
+                writes[0].amkey,
+                writes[0].t0,
+            )
         return queued
 
     # --- other threads -----------------------------------------------------------------------------------------

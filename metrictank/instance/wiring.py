@@ -94,7 +94,12 @@ class Instance:
             )
         self.lease = self._open_lease()
         # the fence: a primary plans and queues writes only while it can prove it holds the lease
-        self.persister = Persister(self.tank, self.store, self._may_persist)
+        self.persister = Persister(
+            self.tank,
+            self.store,
+            self._may_persist,
+            epoch=(lambda: self.lease.epoch) if self.lease is not None else None,
+        )
         if self.lease is not None:
             self.store.set_write_gate(self.lease.valid)
         kc = cfg.kafka_cluster
