@@ -93,11 +93,14 @@ class Instance:
                 self.index_store, self.index, cfg.cassandra_idx.update_interval, clock
             )
         self.lease = self._open_lease()
-        # the fence: a primary plans and queues writes only while it can prove it holds the lease
+        # The fence is the store's write gate: nothing is written while the lease cannot be proven. A fenced
+        # primary still plans and queues (bounded by the write queues): chunks that complete during a long store
+        # outage would otherwise leave the ring unsaved. Should the lease turn out to be taken, the queue is
+        # dropped (the new holder writes those chunks).
         self.persister = Persister(
             self.tank,
             self.store,
-            self._may_persist,
+            lambda: self.node.primary,
             epoch=(lambda: self.lease.epoch) if self.lease is not None else None,
         )
         if self.lease is not None:
@@ -242,9 +245,6 @@ class Instance:
             duration=c.lease_duration,
             margin=c.lease_margin,
         )
-
-    def _may_persist(self) -> bool:
-        return self.node.primary and (self.lease is None or self.lease.valid())
 
     def _lease_lost(self, why: str) -> None:
         """Someone else holds the lease: stop being primary and drop what is queued (it must not be written
