@@ -29,7 +29,8 @@ from metrictank.regex import PatternError, compile_user_regex
 
 from .encode import render_csv, render_json, render_msgpack, render_pickle
 from .engine import render, resolve_range
-from .errors import QueryError
+from .errors import QueryError, UnknownFunctionError
+from .fallback import GraphiteFallback
 from .functions import FUNCTIONS, dumps_functions, functions_json
 from .limits import Deadline, QueryLimits
 from .match import parse_tag_expr, parse_tag_query
@@ -219,11 +220,14 @@ def graphite_router(
     get_source: Callable[[], SeriesSource],
     clock: Callable[[], float] = time.time,
     limits: QueryLimits | None = None,
+    fallback: GraphiteFallback | None = None,
 ) -> APIRouter:
     """The Graphite API routes, reading through `get_source()` (called per request); every render is held to
-    `limits` (the `[http]` query limits; defaults when None)."""
+    `limits` (the `[http]` query limits; defaults when None). A render that calls a function the engine does not
+    implement is forwarded to `fallback` (a graphite-web) when it is enabled, else answered 400."""
     router = APIRouter()
     limits = limits or QueryLimits()
+    fallback = fallback or GraphiteFallback()
 
     @router.api_route("/render", methods=["GET", "POST"])
     @_query_errors_as_4xx()
@@ -249,9 +253,17 @@ def graphite_router(
         until = _one(p, "until") or _one(p, "to")
         source = get_source()
         deadline = Deadline(limits.query_timeout)
-        series = await run_in_threadpool(
-            render, targets, _one(p, "from"), until, mdp, source, org, now, tz, limits, deadline
-        )
+        try:
+            series = await run_in_threadpool(
+                render, targets, _one(p, "from"), until, mdp, source, org, now, tz, limits, deadline
+            )
+        except UnknownFunctionError as e:
+            if not fallback.enabled:
+                raise
+            # validated before any data is read, so nothing was spent on the local attempt but the parse
+            return await fallback.forward(
+                request.method, p, e.function, limits.query_timeout, request.headers.get("accept-encoding")
+            )
         if fmt == "csv":
             return Response(await run_in_threadpool(render_csv, series), media_type="text/csv")
         if fmt == "msgpack":
