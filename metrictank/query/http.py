@@ -216,6 +216,24 @@ def completer(nodes: list[FindNode]) -> dict[str, list[dict[str, str]]]:
     return {"metrics": out}
 
 
+_ENCODERS: dict[str, Callable[..., bytes]] = {
+    "json": render_json,
+    "csv": render_csv,
+    "msgpack": render_msgpack,
+    "pickle": render_pickle,
+}
+_MEDIA_TYPES = {"csv": "text/csv", "msgpack": "application/x-msgpack", "pickle": "application/pickle"}
+
+
+def _render_body(encode: Callable[..., bytes], no_nulls: bool, *args: Any) -> bytes:
+    """`render(*args)` encoded by `encode`, in the calling (worker) thread: the whole CPU-bound part of a
+    /render in one call, so the request crosses to the thread pool once."""
+    series = render(*args)
+    if encode is render_json:
+        return render_json(series, no_nulls)
+    return encode(series)
+
+
 def graphite_router(
     get_source: Callable[[], SeriesSource],
     clock: Callable[[], float] = time.time,
@@ -253,9 +271,25 @@ def graphite_router(
         until = _one(p, "until") or _one(p, "to")
         source = get_source()
         deadline = Deadline(limits.query_timeout)
+        encode = _ENCODERS[fmt]
+        no_nulls = _bool(p, "noNullPoints")
         try:
-            series = await run_in_threadpool(
-                render, targets, _one(p, "from"), until, mdp, source, org, now, tz, limits, deadline
+            # one thread-pool hop for render and encoding together: each hop costs a thread handoff
+            # (~0.1-0.2 ms measured here), a noticeable share of a one-series panel (~1.5 ms over HTTP)
+            body = await run_in_threadpool(
+                _render_body,
+                encode,
+                no_nulls,
+                targets,
+                _one(p, "from"),
+                until,
+                mdp,
+                source,
+                org,
+                now,
+                tz,
+                limits,
+                deadline,
             )
         except UnknownFunctionError as e:
             if not fallback.enabled:
@@ -264,16 +298,9 @@ def graphite_router(
             return await fallback.forward(
                 request.method, p, e.function, limits.query_timeout, request.headers.get("accept-encoding")
             )
-        if fmt == "csv":
-            return Response(await run_in_threadpool(render_csv, series), media_type="text/csv")
-        if fmt == "msgpack":
-            return Response(
-                await run_in_threadpool(render_msgpack, series), media_type="application/x-msgpack"
-            )
-        if fmt == "pickle":
-            return Response(await run_in_threadpool(render_pickle, series), media_type="application/pickle")
-        body = await run_in_threadpool(render_json, series, _bool(p, "noNullPoints"))
-        return _maybe_jsonp(body, jsonp)
+        if fmt == "json":
+            return _maybe_jsonp(body, jsonp)
+        return Response(body, media_type=_MEDIA_TYPES[fmt])
 
     @router.api_route("/metrics/find", methods=["GET", "POST"])
     @_query_errors_as_4xx()
