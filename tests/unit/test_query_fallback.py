@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from metrictank.config import load_config
-from metrictank.query.fallback import GraphiteFallback
+from metrictank.query.fallback import FallbackAborted, GraphiteFallback
 from metrictank.query.functions import FUNCTIONS
 from metrictank.query.http import graphite_router
 from metrictank.query.limits import QueryLimits
@@ -59,6 +59,12 @@ class _GraphiteWeb(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "text/csv")
             self.send_header("Content-Length", str(10 * len(BODY)))
             self.end_headers()
+            return
+        if "unsized" in targets:  # no Content-Length: the body runs until the connection closes (HTTP/1.0)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.end_headers()
+            self.wfile.write(BODY)
             return
         status = 500 if "broken" in targets else 200
         self.send_response(status)
@@ -203,6 +209,18 @@ def test_response_larger_than_the_bound_is_502(graphite_web: _Server) -> None:
     r = client.get("/render", params={"target": f"{UNKNOWN}(huge.x)"})
     assert r.status_code == 502 and "fallback-max-response-size" in r.text
     assert stats.snapshot()['metrictank_graphite_fallback_errors_total{reason="too_large"}'] == 1
+
+
+def test_body_growing_past_the_bound_is_cut_off(graphite_web: _Server) -> None:
+    """No Content-Length to refuse up front: the relay stops at the bound and raises, so the server drops the
+    connection rather than end a truncated body as if it were complete (TestClient re-raises it here)."""
+    client, stats = _client(_url(graphite_web), max_size=len(BODY) // 2)
+    with pytest.raises(FallbackAborted):
+        client.get("/render", params={"target": f"{UNKNOWN}(unsized.x)"})
+    assert stats.snapshot()['metrictank_graphite_fallback_errors_total{reason="too_large"}'] == 1
+    client, _ = _client(_url(graphite_web))  # within the bound the same answer streams through whole
+    r = client.get("/render", params={"target": f"{UNKNOWN}(unsized.x)"})
+    assert r.status_code == 200 and r.content == BODY
 
 
 def test_config_section(tmp_path) -> None:
