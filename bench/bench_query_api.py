@@ -13,6 +13,13 @@ Cases (24 h at 10 s = 8640 points per series, timestamps aligned to the real clo
 - find over 1M index-only series `servers.dcN.hostNNNN.cpu.metricNN` (10 DCs x 1000 hosts x 100 metrics;
   quick mode uses 100k with 100 hosts per DC).
 
+The anchor cases repeat the side-by-side measurement of `../shared/spec/anchors.md` (Metrictank vs this
+project, 2026-12-02): a 50-minute range (301 points at 10 s), one series and sumSeries over 1000 series, GET
+`/render?target=...&from=-50min&until=now&format=json`, 2 warm-ups then the requests. They use a plain stdlib
+keep-alive connection (http.client), far cheaper than httpx, so the figure is mostly the server's; each HTTP
+request is followed by the same render called in-process (render + JSON body), and both p50s are reported
+with the HTTP layer's share of the time (1 - engine / HTTP), so it is visible where a millisecond goes.
+
 Per case: wall-clock p50 (the target) and p99 over all requests, and the process CPU per request. The machine
 is shared, so wall time includes waiting for the CPU; CPU time is the request's own cost (server and client
 threads together). The engine is also called directly (render + JSON body, or find + treejson body), and the
@@ -293,6 +300,76 @@ def _find_case(client: httpx.Client, source: InstanceSource, query: str, n: int)
     )
 
 
+ANCHORS = {  # Metrictank's p50 in ../shared/spec/anchors.md (2026-12-02, same machine type, same data shape)
+    "mem.single.cpu": 1.8,
+    "sumSeries(mem.host*.cpu)": 39.6,
+}
+
+
+def _anchor_case(port: int, source: InstanceSource, target: str, n: int) -> tuple[list[float], list[float]]:
+    """(HTTP wall ms, in-process wall ms) of the anchors' request shape, interleaved one for one so that the
+    machine's load drifts over both alike."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    path = f"/render?target={target}&from=-50min&until=now&format=json"
+
+    def over_http() -> bytes:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{target}: HTTP {r.status}: {body[:200]!r}")
+        return body
+
+    def direct() -> None:
+        render_json(render([target], "-50min", "now", DEFAULT_MDP, source, 1, int(time.time())))
+
+    doc = json.loads(over_http())
+    if len(doc) != 1 or len(doc[0]["datapoints"]) not in (300, 301):
+        raise RuntimeError(f"{target}: unexpected answer shape")
+    for _ in range(2):  # the anchors' warm-ups
+        over_http()
+        direct()
+    http_ms, direct_ms = [], []
+    for _ in range(n):
+        t = time.perf_counter()
+        over_http()
+        http_ms.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        direct()
+        direct_ms.append((time.perf_counter() - t) * 1e3)
+    conn.close()
+    return http_ms, direct_ms
+
+
+def _anchor_rows(name: str, target: str, http_ms: list[float], direct_ms: list[float], goal: float) -> list:
+    p50, d50 = statistics.median(http_ms), statistics.median(direct_ms)
+    share = 1 - d50 / p50 if p50 > 0 else float("nan")
+    mt = ANCHORS[target]
+    return [
+        _row(
+            f"{name} p50",
+            p50,
+            goal,
+            len(http_ms),
+            f"wall ms per HTTP request (stdlib client); engine {d50:.2f} ms, HTTP layer {share:.0%} of the time; "
+            f"Metrictank {mt} ms in anchors.md (py/Go {p50 / mt:.2f}x, not the same run)",
+        ),
+        _row(f"{name} p99", _p99(http_ms), None, len(http_ms), "wall ms per HTTP request"),
+        _row(
+            f"{name} engine p50",
+            d50,
+            None,
+            len(direct_ms),
+            "render + JSON body called in-process, interleaved with the HTTP requests",
+        ),
+    ]
+
+
+DEFAULT_MDP = 800  # what /render uses when the request has no maxDataPoints (the anchors' requests had none)
+
+
 def run(quick: bool = False) -> list[dict]:
     n_sum = 1000
     n_single, n_sum_req, n_find = (60, 10, 60) if quick else (300, 40, 200)
@@ -303,6 +380,17 @@ def run(quick: bool = False) -> list[dict]:
         srv = _Server(data.source)
         try:
             build = f"{data.npoints / 1e6:.1f}M points, {data.nchunks:,} chunks to SQLite, built in {data.build_s:.1f} s"
+            n_anchor_single, n_anchor_sum = (20, 20) if quick else (200, 40)
+            for name, target, n, goal in (
+                ("render 1x50min memory (anchor)", "mem.single.cpu", n_anchor_single, 1.5),
+                (
+                    "render sumSeries 1000x50min memory (anchor)",
+                    "sumSeries(mem.host*.cpu)",
+                    n_anchor_sum,
+                    30.0,
+                ),
+            ):
+                out += _anchor_rows(name, target, *_anchor_case(srv.port, data.source, target, n), goal)
             with httpx.Client(base_url=srv.url, timeout=60.0) as client:
                 cases = [
                     ("render 1x24h@10s memory", "mem.single.cpu", n_single, 5.0, "1 series, all in memory"),

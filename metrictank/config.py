@@ -175,6 +175,13 @@ def _listen(v: str) -> str | None:
     return None
 
 
+def _http_url(v: str) -> str | None:
+    """Empty (off) or an absolute http(s) URL: the request is built from it, so a typo must stop startup."""
+    if v == "" or re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", v):
+        return None
+    return "must be empty or an http:// or https:// URL (e.g. http://graphite-web:8080)"
+
+
 @dataclass(frozen=True)
 class Option:
     """One configuration option: where it lives, its type, default and meaning."""
@@ -278,6 +285,26 @@ OPTIONS: tuple[Option, ...] = (
         "How deeply function calls (and pipes) may nest in a target; deeper is a 400. At most 200: the "
         "parser and evaluator recurse once per level.",
         _max_nesting,
+    ),
+    # --- graphite (graphite-web fallback, Metrictank's graphite-proxy)
+    _o(
+        "graphite",
+        "fallback-url",
+        "str",
+        "",
+        "Base URL of a graphite-web (e.g. `http://graphite-web:8080`) that answers a /render whose target uses "
+        "a function this project does not implement: the request is forwarded to `<url>/render` with the same "
+        "parameters, held to `http.query-timeout`. Empty: such a request is a 400 naming the function.",
+        _http_url,
+    ),
+    _o(
+        "graphite",
+        "fallback-max-response-size",
+        "int",
+        64 * 1024 * 1024,
+        "Bytes of a fallback response relayed at most; a larger response is cut off (or a 502 when its "
+        "Content-Length says so up front), so a runaway graphite-web cannot exhaust this node's memory.",
+        _positive,
     ),
     # --- kafka-mdm-in
     _o("kafka-mdm-in", "enabled", "bool", True, "Consume metrics from Kafka."),

@@ -6,23 +6,30 @@ from fastapi import FastAPI
 
 from metrictank import __version__
 from metrictank.api.admin import AdminBackend, admin_router
+from metrictank.query.fallback import GraphiteFallback
 from metrictank.query.limits import QueryLimits
 
-__all__ = ["QueryLimits", "create_app"]
+__all__ = ["GraphiteFallback", "QueryLimits", "create_app"]
 
 
 def create_app(
-    backend: AdminBackend, query_source=None, local_source=None, query_limits: QueryLimits | None = None
+    backend: AdminBackend,
+    query_source=None,
+    local_source=None,
+    query_limits: QueryLimits | None = None,
+    graphite_fallback: GraphiteFallback | None = None,
 ) -> FastAPI:
     """One FastAPI app per instance. `query_source` (a query.source.SeriesSource factory) mounts the Graphite API,
-    held to `query_limits` (`QueryLimits.from_config(cfg.http)`; defaults when None); `local_source` (a factory
+    held to `query_limits` (`QueryLimits.from_config(cfg.http)`; defaults when None), forwarding renders of
+    unimplemented functions to `graphite_fallback` (`GraphiteFallback.from_config(cfg.graphite)`, made by the
+    caller so that it can register the fallback's counters; off when None); `local_source` (a factory
     of the node's own, never fanning-out source) mounts the `/internal` routes peers call for cluster queries."""
     app = FastAPI(title="metrictank-py", version=__version__, docs_url="/docs", redoc_url=None)
     app.include_router(admin_router(backend))
     if query_source is not None:
         from metrictank.query.http import graphite_router
 
-        app.include_router(graphite_router(query_source, limits=query_limits))
+        app.include_router(graphite_router(query_source, limits=query_limits, fallback=graphite_fallback))
     if local_source is not None:
         from metrictank.api.internal import internal_router
 

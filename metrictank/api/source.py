@@ -129,23 +129,30 @@ class InstanceSource:
         now = int(self.clock())
         per_schema: dict[int, int] = {}
         schemas: dict[int, object] = {}
-        total = 0
-        for ref in refs:
-            schema = None
-            if isinstance(ref.key, int | np.integer):
-                try:
-                    schema = self.tank.schema_of(int(ref.key))[0]
-                except KeyError:
-                    continue  # removed since it was resolved: fetch skips it too
-            else:
-                schema = self.schemas.match(ref.name, 0)[1]
+
+        def points(schema) -> int:
             sid = id(schema)
             n = per_schema.get(sid)
             if n is None:
                 schemas[sid] = schema  # keeps the id valid while the cache is in use
                 interval = schema.retentions[self._archive(schema, start, end, max_data_points, now)].interval
                 n = per_schema[sid] = max(0, -(-(end - start) // interval))
-            total += n
+            return n
+
+        total = 0
+        rows = []
+        for ref in refs:
+            if isinstance(ref.key, int | np.integer):
+                rows.append(int(ref.key))
+            else:
+                total += points(self.schemas.match(ref.name, 0)[1])
+        if rows:
+            # the tank's series counted per layout (schema) at once; rows removed since they were resolved
+            # (-1) are skipped, as fetch skips them
+            lids, counts = np.unique(self.tank.layouts_of(np.array(rows, dtype=np.int64)), return_counts=True)
+            for lid, count in zip(lids.tolist(), counts.tolist(), strict=True):
+                if lid >= 0:
+                    total += points(self.tank.layout(lid)[0]) * count
         return total
 
     def fetch(
@@ -164,17 +171,21 @@ class InstanceSource:
         # plan, then one copy per block of rows (`snapshot_many`); decoding runs outside it. So a 1000-series
         # render delays a batch by the cost of one block's copy, never by the whole render.
         with self.lock:
-            for ref in refs:
-                row = int(ref.key)
-                try:
-                    schema, agg = self.tank.schema_of(row)
-                except KeyError:
+            rows = [int(ref.key) for ref in refs]
+            lids = self.tank.layouts_of(np.array(rows, dtype=np.int64)).tolist()
+            by_layout: dict[int, tuple] = {}
+            for ref, row, lid in zip(refs, rows, lids, strict=True):
+                if lid < 0:
                     continue  # removed since it was resolved
-                plan = chosen.get((id(schema), id(agg)))
+                plan = by_layout.get(lid)
                 if plan is None:
-                    plan = chosen[(id(schema), id(agg))] = self._plan(
-                        schema, agg, start, end, max_data_points, consolidate_by, now
-                    )
+                    schema, agg = self.tank.layout(lid)
+                    plan = chosen.get((id(schema), id(agg)))
+                    if plan is None:
+                        plan = chosen[(id(schema), id(agg))] = self._plan(
+                            schema, agg, start, end, max_data_points, consolidate_by, now
+                        )
+                    by_layout[lid] = plan
                 plans.append((ref, row, *plan))
         # One tank read per (archive, method) and block of rows: the decode is one codec call and the per-call
         # numpy overhead is paid per block, not per series (1000 reads cost ~3x more). Groups also split by

@@ -9,6 +9,10 @@ representable, IEEE division rounds correctly, and so does any conforming JSON p
 Values the fast path leaves out (2**53 and above, or needing more than 17 decimals) fall back to Python's
 repr, rewritten in positional notation.
 
+Where orjson is installed (a dependency) it writes the datapoints instead, about 7x faster, whenever its
+output can be made byte-identical (see `_orjson_datapoints`); the numpy formatter stays the reference and
+the path for everything else (infinities, magnitudes orjson would print with an exponent).
+
 Numbers are written like Metrictank (Go's strconv 'f', -1): shortest round-trip digits, no exponent, no
 trailing `.0` (`1`, `0.1`, `1234.5`). Null is `null`; infinities are `1e9999`/`-1e9999` as graphite-web
 writes them (JSON has no infinity and any parser reads these as infinite).
@@ -23,6 +27,11 @@ from decimal import Decimal
 
 import msgpack
 import numpy as np
+
+try:  # a dependency; the numpy formatter below keeps working (slower) where it is not installed
+    import orjson as _orjson
+except ImportError:  # pragma: no cover
+    _orjson = None
 
 from .series import Series
 
@@ -218,15 +227,45 @@ def format_floats(values: np.ndarray) -> list[str]:
     return [bytes(r[r != 0]).decode() for r in mat]
 
 
+def _orjson_datapoints(values: np.ndarray, stamps: np.ndarray) -> bytes | None:
+    """The same bytes as the numpy formatter, from orjson, or None where orjson would write something else.
+
+    orjson prints the same shortest round-trip digits (Ryu), about 7x faster than the numpy formatter on a
+    301-point panel (measured: 50 vs 360 us), but differs in three ways that are fixed or avoided here:
+    integral floats end in `.0` (removed: in `[v,ts]` pairs `.0,` and `.0]` can only end an integral number,
+    since shortest digits never end a fraction in 0; timestamps go in as exact floats and lose theirs the
+    same way), -0.0 prints `-0.0` (zeros are normalised first, as the numpy path prints `0`), and very small or
+    large magnitudes use an exponent (any `e` in the output sends the series to the numpy path, as does an
+    infinity, which orjson would write as null where Graphite writes 1e9999)."""
+    if _orjson is None or np.isinf(values).any():
+        return None
+    v = np.where(values == 0, 0.0, values)  # also turns -0.0 into 0.0; NaN stays NaN (orjson: null)
+    body = _orjson.dumps(np.column_stack((v, stamps.astype(np.float64))), option=_orjson.OPT_SERIALIZE_NUMPY)
+    if b"e" in body:
+        return None
+    return body.replace(b".0,", b",").replace(b".0]", b"]")
+
+
 def datapoints_json(values: np.ndarray, start: int, step: int, keep: np.ndarray | None = None) -> bytes:
     """`[[v,ts],[v,ts],...]` for a regular series, built without a Python loop over points; `keep` (a boolean
-    mask) selects which points to write."""
+    mask) selects which points to write. orjson writes it when it can (see `_orjson_datapoints`), else the
+    numpy formatter of this module."""
     stamps = start + step * np.arange(len(values), dtype=np.int64)
     if keep is not None:
         values, stamps = values[keep], stamps[keep]
     n = len(values)
     if n == 0:
         return b"[]"
+    if abs(int(stamps[-1])) < _FAST_LIMIT and abs(int(stamps[0])) < _FAST_LIMIT:
+        fast = _orjson_datapoints(np.asarray(values, dtype=np.float64), stamps)
+        if fast is not None:
+            return fast
+    return _numpy_datapoints(values, stamps)
+
+
+def _numpy_datapoints(values: np.ndarray, stamps: np.ndarray) -> bytes:
+    """`datapoints_json` by the numpy formatter (float_chars): exact for every float, the reference."""
+    n = len(values)
     vals = float_chars(values)
     ts = _int_digits(stamps)
     w, t = vals.shape[1], ts.shape[1]

@@ -19,3 +19,13 @@ class QueryError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class UnknownFunctionError(QueryError):
+    """A target calls a function this project does not implement: a 400 naming it, unless a graphite-web
+    fallback is configured, which is why the name travels with the error (the HTTP layer forwards the request
+    and counts it per function)."""
+
+    def __init__(self, function: str, pos: int) -> None:
+        super().__init__(f'unknown function "{function}" at position {pos}')
+        self.function = function

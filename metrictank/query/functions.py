@@ -38,7 +38,7 @@ from .consolidate import (
     reduce_axis,
     stack,
 )
-from .errors import QueryError
+from .errors import QueryError, UnknownFunctionError
 from .limits import charge_points
 from .parser import Call, Node, first_path_expression
 from .series import Series, tags_from_name
@@ -1465,7 +1465,7 @@ def bind(call: Call) -> BoundCall:
     """Match a call's arguments to its function's parameters (positional, then keywords) and convert them."""
     fdef = FUNCTIONS.get(call.name)
     if fdef is None:
-        raise QueryError(f'unknown function "{call.name}" at position {call.pos}')
+        raise UnknownFunctionError(call.name, call.pos)
     bound = BoundCall(fdef)
     params = fdef.params
     args = list(call.args)

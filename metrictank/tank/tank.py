@@ -926,6 +926,24 @@ class Tank:
         lay = self._layouts[int(self._rows["layout"][row])]
         return lay.schema, lay.agg
 
+    def layouts_of(self, rows: np.ndarray) -> np.ndarray:
+        """The layout id of each row (int64), -1 where the row is not in the tank; `layout(id)` gives its
+        schema and aggregation. `schema_of` for many rows at once: a query over 1000 series looked each up
+        separately, twice, which was ~5% of a 1000-series sumSeries."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.full(len(rows), -1, dtype=np.int64)
+        ok = (rows >= 0) & (rows < len(self._rows))
+        idx = rows[ok]
+        present = (self._rows["flags"][idx] & R_PRESENT) != 0
+        lids = self._rows["layout"][idx].astype(np.int64)
+        out[np.flatnonzero(ok)[present]] = lids[present]
+        return out
+
+    def layout(self, lid: int) -> tuple[Schema, Aggregation]:
+        """The storage schema and aggregation of a layout id from `layouts_of`."""
+        lay = self._layouts[lid]
+        return lay.schema, lay.agg
+
     def slot_for(self, row: int, archive: int = 0, method: str | None = None) -> int:
         """The slot of archive `archive` (0 = raw) and rollup `method` of a row; KeyError if not stored."""
         if row < 0 or row >= len(self._rows) or not (self._rows["flags"][row] & R_PRESENT):

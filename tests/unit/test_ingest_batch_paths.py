@@ -339,6 +339,11 @@ def test_add_series_matches_schema_and_aggregation_per_name(schemas: str) -> Non
     tank.add_series(np.arange(n), names, np.array(intervals), np.zeros(n), [f"1.{i:032x}" for i in range(n)])
     for r, (name, iv) in enumerate(zip(names, intervals, strict=True)):
         assert tank.schema_of(r) == (sch.match(name, iv)[1], agg.match(name)[1])
+    # the vectorised lookup the query path uses agrees with schema_of, and marks rows not in the tank
+    lids = tank.layouts_of(np.array([*range(n), n, -1, 10**6]))
+    assert list(lids[n:]) == [-1, -1, -1]
+    for r in range(n):
+        assert tank.layout(int(lids[r])) == tank.schema_of(r)
 
 
 # ------------------------------------------------------------------------------------------------ handler

@@ -108,3 +108,38 @@ def test_render_json_document() -> None:
         {"target": 'a"b', "tags": {"dc": "eu", "name": 'a"b'}, "datapoints": [[1, 60], [None, 120]]},
         {"target": "e", "datapoints": []},
     ]
+
+
+_metric_floats = st.one_of(
+    st.floats(allow_infinity=True),  # anything, NaN and infinities included
+    st.integers(-(10**9), 10**9).map(float),  # counters and gauges: integral values
+    st.decimals(-(10**6), 10**6, places=3, allow_nan=False, allow_infinity=False).map(
+        float
+    ),  # a few decimals
+    st.sampled_from([0.0, -0.0, 1e-5, 9.999e-6, 1e15, 1e16, 9999999999999998.0, 2.0**53, 0.1 + 0.2]),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_metric_floats, min_size=1, max_size=60), st.integers(0, 2**33), st.sampled_from([1, 10, 60]))
+def test_orjson_path_writes_the_same_bytes_as_the_numpy_formatter(xs, start, step) -> None:
+    """datapoints_json takes orjson's output where it can; it must be byte for byte what the reference
+    (numpy) formatter writes, or the fast path must decline."""
+    from metrictank.query.encode import _numpy_datapoints, _orjson_datapoints
+
+    values = np.array(xs, dtype=np.float64)
+    stamps = start + step * np.arange(len(values), dtype=np.int64)
+    reference = _numpy_datapoints(values, stamps)
+    fast = _orjson_datapoints(values, stamps)
+    if fast is not None:
+        assert fast == reference
+    assert datapoints_json(values, start, step) == reference
+
+
+def test_orjson_path_is_taken_for_ordinary_panels() -> None:
+    """The speed-up must not silently stop applying (orjson missing, a guard too strict)."""
+    from metrictank.query.encode import _orjson_datapoints
+
+    values = np.round(np.linspace(-50, 50, 301), 2)
+    values[::7] = np.nan
+    assert _orjson_datapoints(values, 1_700_000_000 + 10 * np.arange(301, dtype=np.int64)) is not None
