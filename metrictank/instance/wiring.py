@@ -28,6 +28,7 @@ from metrictank.index import MemoryIndex
 from metrictank.input.handler import IngestHandler
 from metrictank.input.kafka import DataConsumer, parse_partitions
 from metrictank.instance.loop import IngestLoop
+from metrictank.query.fallback import GraphiteFallback
 from metrictank.retention import Aggregations, Schemas
 from metrictank.stats import Stats
 from metrictank.store import open_store
@@ -183,6 +184,7 @@ class Instance:
                 promote=lambda: self.node.set_primary(True),
                 lost=self._lease_lost,
             )
+        self.graphite_fallback = GraphiteFallback.from_config(cfg.graphite)
         self.stats = Stats()
         self._register_stats()
         self._server = None
@@ -335,6 +337,7 @@ class Instance:
             lambda: self.query_source,
             local_source=lambda: self.local_source,
             query_limits=QueryLimits.from_config(self.cfg.http),
+            graphite_fallback=self.graphite_fallback,
         )
         config = uvicorn.Config(
             app, host=self.http_host, port=self.http_port, log_level="warning", access_log=False
@@ -603,6 +606,8 @@ class Instance:
         )
         if self.failover is not None:
             self.failover.register_stats(s)
+        if self.graphite_fallback is not None:
+            self.graphite_fallback.register_stats(s)
         s.counter("process.stats_read_errors", "metric families left out of a scrape", lambda: s.read_errors)
         if self.index_store is not None:
             self.index_store.register_stats(s)
