@@ -30,7 +30,7 @@ unit: $(VENV)/.installed
 # Only the reliability scenarios (fault injection, exact read-back), then docs/reliability.md from their figures
 # (JSON lines in $$METRICTANK_RELIABILITY_REPORT, default build/reliability-report.jsonl).
 reliability: $(VENV)/.installed
-	$(TESTBED) run -- $(PY) -m pytest tests/integration/test_reliability_*.py $(PYTEST_ARGS)
+	$(TESTBED) run -- $(PY) -m pytest tests/integration/test_reliability_*.py tests/integration/test_failover_lease*.py $(PYTEST_ARGS)
 	$(PY) -m tests.integration.reliability_report
 
 run: $(VENV)/.installed
