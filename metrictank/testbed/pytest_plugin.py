@@ -367,31 +367,33 @@ class PrivateServers:
         self.bed.stop(remove_dir=True)
 
 
-@pytest.fixture(scope="module")
-def private_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServers]:
-    """A Kafka broker of this test module's own (a local JVM, started in ~6 s), which tests may freeze."""
-    servers = PrivateServers(tmp_path_factory.mktemp("private-kafka"), kafka=True, cassandra=False)
+@contextlib.contextmanager
+def _private(
+    factory: pytest.TempPathFactory, name: str, kafka: bool, cassandra: bool
+) -> Iterator[PrivateServers]:
+    servers = PrivateServers(factory.mktemp(name), kafka=kafka, cassandra=cassandra)
     try:
         yield servers
     finally:
         servers.close()
+
+
+@pytest.fixture(scope="module")
+def private_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServers]:
+    """A Kafka broker of this test module's own (a local JVM, started in ~6 s), which tests may freeze."""
+    with _private(tmp_path_factory, "private-kafka", kafka=True, cassandra=False) as servers:
+        yield servers
 
 
 @pytest.fixture(scope="module")
 def private_cassandra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServers]:
     """A Cassandra of this test module's own (a local JVM), which tests may freeze, stop and restart."""
-    servers = PrivateServers(tmp_path_factory.mktemp("private-cassandra"), kafka=False, cassandra=True)
-    try:
+    with _private(tmp_path_factory, "private-cassandra", kafka=False, cassandra=True) as servers:
         yield servers
-    finally:
-        servers.close()
 
 
 @pytest.fixture(scope="module")
 def private_bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServers]:
     """Kafka and Cassandra of this test module's own, for faults on both."""
-    servers = PrivateServers(tmp_path_factory.mktemp("private-bed"), kafka=True, cassandra=True)
-    try:
+    with _private(tmp_path_factory, "private-bed", kafka=True, cassandra=True) as servers:
         yield servers
-    finally:
-        servers.close()

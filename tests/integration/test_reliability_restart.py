@@ -14,9 +14,8 @@ import time
 import pytest
 
 from metrictank.fakemetrics import SeriesSet
-from metrictank.schema import row_key, table_for_ttl
 
-from .cluster import RAW_TTL, SPAN, InstanceProc, SimProducer, sim_start
+from .cluster import SPAN, InstanceProc, SimProducer, sim_start
 from .reliability import (
     announced_chunks,
     check_cassandra,
@@ -26,26 +25,12 @@ from .reliability import (
     topic_highs,
     wait,
 )
+from .test_cluster_e2e import _writetimes as writetimes
 
 pytestmark = pytest.mark.integration
 
 PARTS = 4
 N_SERIES = 100
-
-
-def writetimes(session, ks: str, ss: SeriesSet, t0s: list[int]) -> dict[tuple[int, int], int]:
-    """Cassandra's write time (µs) of each raw chunk that exists."""
-    table, _ = table_for_ttl(RAW_TTL)
-    out = {}
-    for i in range(len(ss)):
-        for t0 in t0s:
-            row = session.execute(
-                f"SELECT writetime(data) AS w FROM {ks}.{table} WHERE key = %s AND ts = %s",
-                (row_key(ss.ids[i], t0), t0),
-            ).one()
-            if row is not None:
-                out[(i, t0)] = row.w
-    return out
 
 
 def test_kill_restart_kill_during_replay_rewrites_nothing_loses_nothing(
