@@ -431,6 +431,8 @@ def _instance(brokers: str, topic: str, batch_size: int, options: str, series: i
         "kafka-mdm-in": kin,
         "kafka-cluster": {"enabled": False},
         "store": {"backend": "sqlite"},
+        # as in anchors.md's side-by-side runs: no index in the store (Metrictank ran with its memory index)
+        "cassandra-idx": {"enabled": False},
         "sqlite": {"path": str(tmp / "chunks.db")},
     }.items():
         lines.append(f"[{section}]")

@@ -99,6 +99,8 @@ def _child(args: dict) -> None:
         "kafka-cluster": {"enabled": False},
         "cluster": {"primary-node": False},  # as in anchors.md: no chunk writes
         "store": {"backend": "sqlite"},
+        # as in anchors.md's side-by-side runs: no index in the store (Metrictank ran with its memory index)
+        "cassandra-idx": {"enabled": False},
         "sqlite": {"path": str(tmp / "chunks.db")},
     }
     lines = ['instance = "bench-ingest-load"']
