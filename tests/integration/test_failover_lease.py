@@ -128,7 +128,8 @@ def test_repeated_kill9_of_the_primary_fails_over_without_anyone_acting(
             other = next(n for n in nodes if n is not prim)
             # a random phase of the chunk, often while writes of the last boundary are still queued
             phase = rng.randrange(0, SPAN)
-            wait_until(lambda p=phase: (prod.t - T - p) % SPAN < 10, 10, f"phase {phase}")
+            at = T + ((prod.t - T - phase) // SPAN + 1) * SPAN + phase  # the next time the producer passes it
+            wait_until(lambda at=at: prod.t >= at, 10, f"phase {phase}")
             prim.kill9()
             killed = time.monotonic()
             wait_until(

@@ -184,13 +184,15 @@ def run_failovers(tmp_path: Path, kafka: str, store: dict[str, dict], new_topic)
                 pending = kill_while_writing(p, timeout=15)
                 phase = -1
                 if pending == 0:  # never seen (SQLite commits a batch in a millisecond): kill at a boundary
-                    wait(lambda: (prod.t - T) % SPAN < 3, 10, "a chunk boundary")
+                    boundary = T + ((prod.t - T) // SPAN + 1) * SPAN
+                    wait(lambda b=boundary: prod.t >= b, 10, "a chunk boundary")
                     phase = (prod.t - T) % SPAN
                     p.kill9()
             else:
                 phase = rng.randrange(SPAN)
-                # a window of 8 s: the producer moves 5 simulated seconds between two looks
-                wait(lambda phase=phase: 0 <= (prod.t - T - phase) % SPAN < 8, 10, f"phase {phase}")
+                # the next time the producer passes this phase (polling a window could step over it under load)
+                at = T + ((prod.t - T - phase) // SPAN + 1) * SPAN + phase
+                wait(lambda at=at: prod.t >= at, 10, f"phase {phase}")
                 phase = (prod.t - T) % SPAN
                 try:
                     pending = p.node()["pendingWrites"]
