@@ -337,18 +337,14 @@ class ReadSnapshot:
     pos: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # row index of each blob
     t0: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     blobs: list = field(default_factory=list)
-    oldest: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # -1: memory holds nothing
+    # per row: the oldest timestamp memory vouches for (chunks, else unflushed points); -1: memory holds nothing
+    oldest: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     unflushed: dict = field(default_factory=dict)  # row index -> (ts, values) not in any chunk yet
 
     def oldest_of(self, i: int) -> int:
         """The oldest timestamp memory is authoritative from for row i (`end` when it holds nothing)."""
         old = int(self.oldest[i])
-        if old < 0:
-            x = self.unflushed.get(i)
-            if x is not None:
-                return int(x[0].min())
-            return self.end
-        return old
+        return self.end if old < 0 else old
 
     def decode(self) -> list[tuple[np.ndarray, np.ndarray, int]]:
         """Per row: points in [start, end) and the oldest timestamp memory vouches for.
@@ -376,8 +372,6 @@ class ReadSnapshot:
                 out.append((ts[lo_l[i] : hi_l[i]], vals[lo_l[i] : hi_l[i]], old_l[i]))
         for i, (xts, xvals) in self.unflushed.items():
             rts, rvals, old = out[i]
-            if old < 0:
-                old = int(xts.min())
             k = (xts >= start) & (xts < end)
             rts, rvals = np.concatenate([rts, xts[k]]), np.concatenate([rvals, xvals[k]])
             order = np.argsort(rts, kind="stable")
@@ -1028,6 +1022,8 @@ class Tank:
             xts, xvals = self._unflushed(int(rows[i]), archive, int(slots[i]))
             if len(xts):
                 unflushed[i] = (xts, xvals)
+                if oldest[i] < 0:  # nothing in chunks: memory vouches from its oldest unflushed point
+                    oldest[i] = int(xts.min())
         return ReadSnapshot(n, start, end, b_pos, b_t0, blobs, oldest, unflushed)
 
     def _slots_for(self, rows: np.ndarray, archive: int, method: str | None) -> np.ndarray:
