@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from metrictank import __version__
+from metrictank.input.kafka import LagMonitor
 
 __all__ = [
     "NodeState",
@@ -132,7 +133,7 @@ class Node:
             self.primary_change = self.clock()
             return True
 
-    UNKNOWN_PRIORITY = 10000  # Metrictank's priority while nothing is known
+    UNKNOWN_PRIORITY = LagMonitor.UNKNOWN  # Metrictank's priority while nothing is known
 
     def update(self, priority: int, broker_reachable: bool = True) -> None:
         """Called once a second by the main loop: refresh priority and readiness.

@@ -13,24 +13,59 @@ from dataclasses import dataclass, field
 import httpx
 
 from metrictank.cluster.node import NodeState
+from metrictank.cluster.promotion import PeerView
+from metrictank.input.kafka import LagMonitor
 
 __all__ = ["PeerStatus", "parse_peers", "fetch_peers"]
 
 
+def _int(v: object, default: int) -> int:
+    """A peer's figure as an int: a peer (or anything listening at its URL) may answer with any JSON."""
+    if type(v) is int:
+        return v
+    if type(v) is float and v.is_integer():
+        return int(v)
+    return default
+
+
 @dataclass
 class PeerStatus:
+    """A peer's `GET /node`, read defensively: every field a decision uses has a typed accessor, so a peer that
+    answers garbage (or an older or foreign node) is treated as missing those figures, never as an exception in
+    the promotion path."""
+
     url: str
     reachable: bool
     node: dict = field(default_factory=dict)
     error: str = ""
 
     @property
+    def name(self) -> str:
+        n = self.node.get("name")
+        return n if isinstance(n, str) and n else self.url
+
+    @property
     def primary(self) -> bool:
-        return bool(self.node.get("primary")) and self.reachable
+        return self.node.get("primary") is True and self.reachable
 
     @property
     def partitions(self) -> list[int]:
-        return list(self.node.get("partitions") or [])
+        parts = self.node.get("partitions")
+        return [p for p in parts if type(p) is int] if isinstance(parts, list) else []
+
+    def view(self) -> PeerView:
+        """What the promotion policy needs of this peer."""
+        failover = self.node.get("failover")
+        return PeerView(
+            name=self.name,
+            url=self.url,
+            reachable=self.reachable,
+            primary=self.primary,
+            partitions=tuple(self.partitions),
+            pending_writes=max(0, _int(self.node.get("pendingWrites"), 0)),
+            priority=_int(self.node.get("priority"), LagMonitor.UNKNOWN),
+            candidate=isinstance(failover, dict) and failover.get("candidate") is True,
+        )
 
     def as_json(self) -> dict:
         out = {"url": self.url, "reachable": self.reachable, **self.node}
@@ -53,7 +88,10 @@ def _fetch(url: str, timeout: float) -> PeerStatus:
     try:
         r = httpx.get(f"{url}/node", timeout=timeout)
         r.raise_for_status()
-        return PeerStatus(url, True, r.json())
+        node = r.json()
+        if not isinstance(node, dict):
+            return PeerStatus(url, False, error=f"answered a JSON {type(node).__name__}, not a node object")
+        return PeerStatus(url, True, node)
     except Exception as e:  # noqa: BLE001 - any failure means unreachable
         return PeerStatus(url, False, error=f"{type(e).__name__}: {e}")
 

@@ -24,7 +24,7 @@ class PeerView:
     primary: bool = False
     partitions: tuple[int, ...] = ()
     pending_writes: int = 0  # chunk writes still queued or in flight on that peer
-    priority: int = 10000
+    priority: int = 10000  # LagMonitor.UNKNOWN: nothing known
     candidate: bool = False  # qualifies to take over (auto failover)
 
 

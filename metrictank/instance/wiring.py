@@ -21,7 +21,7 @@ from metrictank.cluster.node import Node, data_complete_wait
 from metrictank.cluster.peers import fetch_peers, parse_peers
 from metrictank.cluster.persist import PersistListener, PersistNotifier, max_future_for, parse_trust
 from metrictank.cluster.persister import Persister
-from metrictank.cluster.promotion import PeerView, PromotionInputs, promotion_reasons
+from metrictank.cluster.promotion import PromotionInputs, promotion_reasons
 from metrictank.config import Config
 from metrictank.heap import HeapTrimmer
 from metrictank.index import MemoryIndex
@@ -291,7 +291,7 @@ class Instance:
     def learn_peers(self, statuses) -> None:
         """Peers' names (from their /node) are trusted to raise saved marks; names once seen stay trusted, so a
         peer that is briefly unreachable does not lose its trust."""
-        names = {str(p.node["name"]) for p in statuses if p.reachable and p.node.get("name")}
+        names = {p.name for p in statuses if p.reachable and p.name != p.url}
         if self.listener is not None and not names <= self._known_peers:
             self._known_peers |= names
             self.listener.set_known(self._known_peers)
@@ -422,19 +422,7 @@ class Instance:
         """What the promotion policy decides on: this node's state and what its peers say now."""
         statuses = fetch_peers(self.peers, self.cfg.cluster.peer_timeout)
         self.learn_peers(statuses)
-        peers = [
-            PeerView(
-                name=str(p.node.get("name") or p.url),
-                url=p.url,
-                reachable=p.reachable,
-                primary=p.primary,
-                partitions=tuple(p.partitions),
-                pending_writes=int(p.node.get("pendingWrites") or 0),
-                priority=int(p.node.get("priority", 10000) or 0),
-                candidate=bool((p.node.get("failover") or {}).get("candidate")),
-            )
-            for p in statuses
-        ]
+        peers = [p.view() for p in statuses]
         window = self.cfg.cluster.foreign_writer_window
         return PromotionInputs(
             partitions=self.partitions,

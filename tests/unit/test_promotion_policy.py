@@ -147,3 +147,63 @@ def test_writes_planned_before_a_demotion_are_not_queued_after_it():
     primary["v"] = False  # demoted between the plan and the submit
     assert p.submit([_write(1)]) == 0
     assert len(store.q) == 0 and p.dropped_demoted == 1
+
+
+# --- peers' answers are input too -------------------------------------------------------------------------------
+def _serve(body: bytes):
+    import http.server
+    import threading
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}"
+
+
+def test_a_peer_answering_garbage_never_breaks_the_promotion_inputs():
+    from metrictank.cluster.peers import fetch_peers
+
+    bodies = [
+        b"[1, 2, 3]",
+        b'"primary"',
+        b'{"name": 7, "primary": "yes", "partitions": "0,1", "pendingWrites": "many", "priority": "x",'
+        b' "failover": [1]}',
+        b'{"name": "mt9", "primary": true, "partitions": [0, "1", null], "pendingWrites": 3.0, "priority": 2}',
+    ]
+    servers = [_serve(b) for b in bodies]
+    try:
+        statuses = fetch_peers([u for _s, u in servers], timeout=5)
+    finally:
+        for srv, _u in servers:
+            srv.shutdown()
+    views = [s.view() for s in statuses]
+    assert [v.reachable for v in views] == [False, False, True, True]
+    odd = views[2]
+    assert (odd.name, odd.primary, odd.partitions, odd.pending_writes, odd.priority, odd.candidate) == (
+        statuses[2].url,
+        False,
+        (),
+        0,
+        10000,
+        False,
+    )
+    good = views[3]
+    assert (good.name, good.primary, good.partitions, good.pending_writes, good.priority) == (
+        "mt9",
+        True,
+        (0,),
+        3,
+        2,
+    )
+    # and the policy decides on them without raising
+    reasons = promotion_reasons(_ok(peers=views))
+    assert any("peer mt9" in r and "primary" in r for r in reasons)
