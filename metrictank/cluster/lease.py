@@ -48,6 +48,8 @@ class LeaseRow:
 class LeaseBackend(Protocol):
     """Linearizable operations on one row per lease name."""
 
+    def close(self) -> None: ...
+
     def read(self, name: str) -> LeaseRow | None: ...
 
     def create(self, name: str, holder: str, epoch: int, expires_ms: int) -> bool: ...
@@ -91,6 +93,9 @@ class CassandraLeases:
         self._cas = stmt(
             f"UPDATE {t} SET holder = ?, epoch = ?, expires = ? WHERE name = ? IF epoch = ? AND holder = ?"
         )
+
+    def close(self) -> None:
+        """Nothing of its own: the session is the chunk store's."""
 
     def read(self, name: str) -> LeaseRow | None:
         rows = list(self._session.execute(self._read, (name,), timeout=self._timeout))
@@ -326,11 +331,8 @@ class Lease:
         self.epoch = 0
         self._valid_until = 0.0
 
-    def peek(self) -> LeaseRow | None:
-        """The row as the store has it now (for GET /cluster and the candidates)."""
-        row = self.backend.read(self.name)
-        self.last_seen = row
-        return row
+    def close(self) -> None:
+        self.backend.close()
 
     def as_json(self) -> dict:
         row = self.last_seen

@@ -253,9 +253,16 @@ class Instance:
         late over the new primary's chunks; the new primary holds those chunks and writes them)."""
         self.node.set_primary(False)
         self.persister.wait_idle(5.0)
-        discard = getattr(self.store, "discard_pending", None)
-        dropped = discard() if discard is not None else 0
+        dropped = self._drop_queue()
         log.error("self-demoted (%s); %d queued chunk writes dropped", why, dropped)
+
+    def _drop_queue(self) -> int:
+        """Drop every chunk write not yet on the wire and let those on the wire settle (they fail without a
+        retry): for a node that must not write any more (demoted with a timed-out drain, or its lease taken).
+        Returns how many were dropped."""
+        dropped = self.store.discard_pending()
+        self.store.drain(self.cfg.cassandra.timeout + 1.0)
+        return dropped
 
     def _on_saved(self, writes) -> None:
         """Store I/O thread: chunks are durable; announce them (or, without Kafka notifications, hand the marks
@@ -390,12 +397,17 @@ class Instance:
             self.listener.close()
         if self.index_store is not None:  # before the store: it may share its Cassandra session
             self.index_store.close(timeout)
-        self.store.close()
-        if self.lease is not None and self.lease.held():
-            try:  # nothing more is written by this process: the next primary need not wait for the expiry
+        if self.lease is not None and self.lease.held() and self.store.pending() == 0:
+            # Drained: nothing more is written by this process, so the next primary need not wait for the
+            # expiry. Before the store closes: the Cassandra lease shares its session. With writes left, close()
+            # still tries them, so the lease is kept until it expires.
+            try:
                 self.lease.release()
             except Exception as e:  # noqa: BLE001 - it expires by itself
                 log.warning("lease release at shutdown failed (it expires by itself): %s", e)
+        self.store.close()
+        if self.lease is not None:
+            self.lease.close()
         close_source = getattr(self.query_source, "close", None)
         if close_source is not None and self.query_source is not self.local_source:
             close_source()
@@ -489,16 +501,13 @@ class Instance:
         left = self.store.drain(max(0.0, deadline - time.monotonic()))
         dropped = 0
         if left and not self.node.primary:
-            discard = getattr(self.store, "discard_pending", None)
-            if discard is not None:
-                dropped = discard()
-                # writes already sent when the drain timed out settle (or fail without a retry)
-                left = self.store.drain(self.cfg.cassandra.timeout + 1.0)
-                log.warning(
-                    "demotion: %d chunk writes not drained after %.0fs were dropped (the new primary writes them)",
-                    dropped,
-                    timeout,
-                )
+            dropped = self._drop_queue()
+            left = self.store.pending()
+            log.warning(
+                "demotion: %d chunk writes not drained after %.0fs were dropped (the new primary writes them)",
+                dropped,
+                timeout,
+            )
         unsent = self.notifier.flush(10) if self.notifier is not None else 0
         if self.failover is not None:
             self.failover.demoted()
@@ -599,9 +608,7 @@ class Instance:
         s.counter("process.stats_read_errors", "metric families left out of a scrape", lambda: s.read_errors)
         if self.index_store is not None:
             self.index_store.register_stats(s)
-        register = getattr(self.store, "register_stats", None)
-        if register is not None:
-            register(s)
+        self.store.register_stats(s)
         if self.notifier is not None:
             self.notifier.register_stats(s)
         if self.listener is not None:
