@@ -286,6 +286,14 @@ OPTIONS: tuple[Option, ...] = (
         "parser and evaluator recurse once per level.",
         _max_nesting,
     ),
+    _o(
+        "http",
+        "max-request-body",
+        "int",
+        16 << 20,
+        "Largest request body in bytes (a render POST form, an admin JSON body); larger is a 413.",
+        _positive,
+    ),
     # --- graphite (graphite-web fallback, Metrictank's graphite-proxy)
     _o(
         "graphite",

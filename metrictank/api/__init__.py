@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from metrictank import __version__
 from metrictank.api.admin import AdminBackend, admin_router
+from metrictank.api.body_limit import DEFAULT_MAX_REQUEST_BODY, BodyLimit
 from metrictank.query.fallback import GraphiteFallback
 from metrictank.query.limits import QueryLimits
 
@@ -18,13 +19,16 @@ def create_app(
     local_source=None,
     query_limits: QueryLimits | None = None,
     graphite_fallback: GraphiteFallback | None = None,
+    max_request_body: int = DEFAULT_MAX_REQUEST_BODY,
 ) -> FastAPI:
     """One FastAPI app per instance. `query_source` (a query.source.SeriesSource factory) mounts the Graphite API,
     held to `query_limits` (`QueryLimits.from_config(cfg.http)`; defaults when None), forwarding renders of
     unimplemented functions to `graphite_fallback` (`GraphiteFallback.from_config(cfg.graphite)`, made by the
-    caller so that it can register the fallback's counters; off when None); `local_source` (a factory
+    caller so that it can register the fallback's counters; off when None); bodies are bounded by `max_request_body`
+    (413 past it); `local_source` (a factory
     of the node's own, never fanning-out source) mounts the `/internal` routes peers call for cluster queries."""
     app = FastAPI(title="metrictank-py", version=__version__, docs_url="/docs", redoc_url=None)
+    app.add_middleware(BodyLimit, max_bytes=max_request_body)  # every body, admin and queries alike
     app.include_router(admin_router(backend))
     if query_source is not None:
         from metrictank.query.http import graphite_router

@@ -345,6 +345,7 @@ class Instance:
             local_source=lambda: self.local_source,
             query_limits=QueryLimits.from_config(self.cfg.http),
             graphite_fallback=self.graphite_fallback,
+            max_request_body=self.cfg.http.max_request_body,
         )
         config = uvicorn.Config(
             app, host=self.http_host, port=self.http_port, log_level="warning", access_log=False
