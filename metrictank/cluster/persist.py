@@ -46,6 +46,8 @@ __all__ = [
     "parse_trust",
 ]
 
+# Instance names other nodes announced: they come from the topic, so the tables keyed by them are bounded.
+_MAX_WRITERS = 1000
 # Keep one persist message well below Kafka's default 1 MB message limit.
 _MAX_CHUNKS_PER_MESSAGE = 2000
 
@@ -160,9 +162,15 @@ class PersistNotifier:
         if not self._unsent and not self._failed:
             self._poll(0)
             return 0
-        with self._lock:
+        # The main loop calls this: it must never wait for the store's thread (notify) or a demotion (flush)
+        # that holds the lock; whoever holds it is sending the backlog anyway.
+        if not self._lock.acquire(blocking=False):
+            return self.backlog_chunks
+        try:
             self._requeue_failed()
             self._pump_locked(time.monotonic() + max_block)
+        finally:
+            self._lock.release()
         self._poll(0)
         return self.backlog_chunks
 
@@ -173,9 +181,9 @@ class PersistNotifier:
         """
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
-            with self._lock:
+            with self._lock:  # in slices: notify (the store's writer) must not wait for the whole flush
                 self._requeue_failed()
-                self._pump_locked(deadline)
+                self._pump_locked(min(deadline, time.monotonic() + self.max_block))
             left = max(0.0, deadline - time.monotonic())
             try:
                 outstanding = self._producer.flush(min(left, 0.5))
@@ -524,7 +532,7 @@ class PersistListener:
         for reason, k in batch.rejected.items():
             self._drop_chunks(reason, k, m)
         if instance != self.instance:
-            self.writers.setdefault(instance, {})[m.partition()] = now
+            self._note_writer(instance, m.partition(), now)
             self.foreign_chunks += len(chunks)
         if self.max_future is not None and chunks:
             limit = wall + self.max_future
@@ -553,11 +561,22 @@ class PersistListener:
             origins.append((m.partition(), m.offset(), len(saved)))
             saved.extend(chunks)
 
+    def _note_writer(self, instance: str, partition: int, now: float) -> None:
+        """Remember who announced writes where (split-brain detection, GET /node). Names come from the topic, so
+        the table is bounded: past `_MAX_WRITERS` names the one silent longest is forgotten."""
+        seen = self.writers.get(instance)
+        if seen is None:
+            if len(self.writers) >= _MAX_WRITERS:
+                stalest = min(self.writers, key=lambda n: max(self.writers[n].values()))
+                del self.writers[stalest]
+            seen = self.writers[instance] = {}
+        seen[partition] = now
+
     def _hold(self, instance: str, chunks: list[tuple[str, int]], now: float) -> None:
         """Keep an untrusted instance's marks (highest t0 per key) in case it becomes trusted; under lock."""
         seen = self.untrusted_writers.get(instance)
         if seen is None:
-            if len(self.untrusted_writers) >= 1000:  # names are attacker-chosen: bound the table
+            if len(self.untrusted_writers) >= _MAX_WRITERS:  # names are attacker-chosen: bound the table
                 return
             seen = self.untrusted_writers[instance] = [now, 0, 0]
             log.warning(

@@ -150,3 +150,86 @@ def test_pending_marks_are_bounded() -> None:
     pm.add(K[0], 30)  # lower t0: ignored
     assert len(pm) == 2 and pm.dropped == 1
     assert sorted(pm.pop([K[0], K[2]])) == [(K[0], 60), (K[0] + "_sum_600", 600)]
+
+
+def test_pump_never_waits_for_a_notifier_busy_elsewhere():
+    """The main loop pumps every second; a store thread (notify) or a demotion (flush) may hold the notifier for
+    a while during a Kafka outage: the main loop must not wait for it."""
+    n = PersistNotifier("b", "t", "mt1", producer_factory=FakeProducer)
+    n._producer.full = True
+    n.notify([(K[0], 600, 0)])  # deferred: the backlog is not empty
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold():
+        with n._lock:
+            held.set()
+            release.wait(5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(5)
+    started = time.monotonic()
+    left = n.pump(max_block=2.0)
+    took = time.monotonic() - started
+    release.set()
+    t.join()
+    assert left == 1
+    assert took < 1.0, f"pump waited {took:.2f}s for the lock"
+
+
+# --- the listener's table of writers ---------------------------------------------------------------------------
+class _Meta:
+    def __init__(self, parts: int) -> None:
+        part = type("P", (), {})()
+        self.topics = {
+            "persist": type("T", (), {"error": None, "partitions": dict.fromkeys(range(parts), part)})()
+        }
+
+
+class _Msg:
+    def __init__(self, value: bytes, partition: int = 0, offset: int = 0) -> None:
+        self._v, self._p, self._o = value, partition, offset
+
+    def error(self):
+        return None
+
+    def value(self) -> bytes:
+        return self._v
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def topic(self) -> str:
+        return "persist"
+
+
+class _FakeConsumer:
+    def __init__(self, _cfg: dict) -> None:
+        self.batches: list[list[_Msg]] = []
+
+    def list_topics(self, topic, timeout=None):
+        return _Meta(1)
+
+    def assign(self, tps) -> None:
+        pass
+
+    def consume(self, num_messages=1, timeout=0):
+        return self.batches.pop(0) if self.batches else []
+
+
+def test_the_writers_table_stays_bounded_whatever_names_the_topic_carries():
+    from metrictank.cluster.persist import _MAX_WRITERS, PersistListener
+    from metrictank.schema import encode_persist
+
+    applied: list = []
+    li = PersistListener("b", "persist", [0], "oldest", applied.extend, "mt1", consumer_factory=_FakeConsumer)
+    msgs = [_Msg(encode_persist(f"intruder-{i}", [(K[0], 600)]), 0, i) for i in range(_MAX_WRITERS + 500)]
+    li._consumer.batches = [msgs[i : i + 200] for i in range(0, len(msgs), 200)]
+    while li._consumer.batches:
+        li.poll()
+    assert len(li.writers) == _MAX_WRITERS
+    assert f"intruder-{_MAX_WRITERS + 499}" in li.writers  # the newest names are kept
