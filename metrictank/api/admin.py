@@ -58,7 +58,7 @@ async def _fields(request: Request) -> dict[str, Any]:
     if "application/json" in ctype:
         try:
             data = json.loads(await request.body() or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the decoder's stack
             raise _BadRequest("request body is not valid JSON") from None
         if not isinstance(data, dict):
             raise _BadRequest("JSON body must be an object")

@@ -141,3 +141,9 @@ def test_go_bool():
     assert parse_go_bool("T") is True and parse_go_bool("0") is False and parse_go_bool(True) is True
     with pytest.raises(ValueError):
         parse_go_bool("yes")
+
+
+def test_post_node_with_absurdly_nested_json_is_400(client):
+    r = client.post("/node", content=b"[" * 200_000, headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert "not valid JSON" in r.text
