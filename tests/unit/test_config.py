@@ -107,3 +107,20 @@ def test_cli_config_check(tmp_path: Path):
     r = CliRunner().invoke(main, ["config", "check", str(bad)])
     assert r.exit_code == 2
     assert "cluster.primary" in r.output
+
+
+@pytest.mark.parametrize(
+    "env, key",
+    [
+        ({"MT_CLUSTER_LEASE_DURATION": "4s", "MT_CLUSTER_LEASE_MARGIN": "2s"}, "cluster.lease-margin"),
+        ({"MT_CLUSTER_FAILOVER": "auto", "MT_CLUSTER_LEASE": "false"}, "cluster.failover"),
+        ({"MT_CLUSTER_FAILOVER": "sometimes"}, "cluster.failover"),
+        ({"MT_KAFKA_CLUSTER_TRUSTED_INSTANCES": "mt-1,re:(["}, "kafka-cluster.trusted-instances"),
+        ({"MT_KAFKA_MDM_IN_BROKER_UNREACHABLE_TIMEOUT": "-1s"}, "kafka-mdm-in.broker-unreachable-timeout"),
+        ({"MT_HTTP_MAX_REQUEST_BODY": "0"}, "http.max-request-body"),
+    ],
+)
+def test_bad_cluster_and_limit_settings_name_their_key(env, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(env=env)
+    assert key in str(e.value)
