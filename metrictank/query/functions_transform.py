@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from metrictank.regex import PatternError
+
 from .consolidate import align_forward, reduce_axis
 from .errors import QueryError
 from .functions import (
@@ -30,6 +32,7 @@ from .functions import (
     Invocation,
     Param,
     _agg_method,
+    _compile,
     _transform,
     consolidate_by,
     fmt_g,
@@ -602,14 +605,6 @@ def legend_value(inv: Invocation, seriesList: list[Series], valuesTypes: list[st
     return out
 
 
-def compile_regex(pattern: str) -> re.Pattern[str]:
-    """A user's regular expression, or a 400 saying why it is not one."""
-    try:
-        return re.compile(pattern)
-    except re.error as e:
-        raise QueryError(f"invalid regular expression {pattern!r}: {e}") from None
-
-
 _HUGE_FIELD = re.compile(r"%[-+ #0]*(?:\d{3,}|\*|\d*\.(?:\d{3,}|\*))")
 
 
@@ -640,13 +635,13 @@ def alias_query(
     """Rename each series with the last value of another query: the series name, rewritten with the
     search regex and replacement, is evaluated as a target over the same range, and newName is
     %-formatted with the last non-null value of its first series (e.g. 'cpu %d')."""
-    rx = compile_regex(search)
+    rx = _compile(search)  # RE2, like every user regex: linear whatever the pattern and the name
     out = []
     for s in seriesList:
         try:
             query = rx.sub(replace, s.target)
-        except (re.error, IndexError) as e:
-            raise QueryError(f"aliasQuery: bad replacement {replace!r}: {e}") from None
+        except PatternError as e:
+            raise QueryError(f"aliasQuery: {e}") from None
         tree = parse_target(query)
         if any(c.name == "aliasQuery" for c in find_calls(tree)):
             raise QueryError(f"aliasQuery: the query {query!r} must not itself use aliasQuery")
