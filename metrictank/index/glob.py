@@ -65,7 +65,3 @@ def compile_path(pattern: str) -> list[Matcher]:
                 "(each {...} group multiplies them)"
             )
     return out
-
-
-def has_wildcards(comp: str) -> bool:
-    return any(c in comp for c in "*?[{")
