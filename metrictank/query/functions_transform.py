@@ -39,6 +39,7 @@ from .functions import (
     register,
 )
 from .functions_filter import check_percent, series_aggregate, series_percentile
+from .limits import charge_points
 from .parser import Literal, find_calls, parse_target
 from .series import Series
 from .timeparse import parse_duration, parse_offset, parse_time
@@ -356,6 +357,7 @@ def smart_summarize(
     out = []
     for s in seriesList:
         nb = -(-len(s) * s.step // interval)
+        charge_points(nb)  # a finer interval than the data's makes points, as in summarize
         bucket = (s.timestamps() - s.start) // interval
         vals = bucket_reduce(s.values, bucket, nb, method)
         name = f'smartSummarize({s.target}, "{intervalString}", "{func}")'
@@ -531,6 +533,7 @@ def hitcount(
         if alignToInterval:
             end = s.start + ((s.end - s.start) // interval) * interval + interval
         nb = -(-(end - s.start) // interval)
+        charge_points(nb)  # a finer interval than the data's makes points, as in summarize
         new_start = end - nb * interval
         edges = new_start + interval * np.arange(nb + 1, dtype=np.int64)
         isnan = np.isnan(s.values)
