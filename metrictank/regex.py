@@ -33,6 +33,8 @@ __all__ = [
     "Glob",
     "PatternError",
     "UserRegex",
+    "check_expansions",
+    "check_glob_length",
     "compile_glob",
     "compile_user_regex",
     "expand_braces",
@@ -367,19 +369,36 @@ def _expand(seq: list) -> list[str]:
     return outs
 
 
-def expand_braces(pattern: str) -> list[str]:
-    """The `{a,b}` alternatives of a pattern, multiplied out (first occurrence order, no duplicates), other
-    characters kept as they are; an unmatched `{` or `}` is literal. PatternError past the limits."""
+def check_glob_length(pattern: str) -> None:
+    """PatternError when a glob is longer than MAX_GLOB_LENGTH."""
     if len(pattern) > MAX_GLOB_LENGTH:
         raise PatternError(
             f"glob of {len(pattern)} characters is longer than the limit of {MAX_GLOB_LENGTH} characters"
         )
-    seq = _GlobParser(pattern, wildcards=False).seq(0, len(pattern), 0)
-    if _count(seq, MAX_EXPANSIONS) > MAX_EXPANSIONS:
+
+
+def check_expansions(pattern: str, expansions: int) -> None:
+    """PatternError when a glob's `{..}` groups multiply out to more than MAX_EXPANSIONS alternatives."""
+    if expansions > MAX_EXPANSIONS:
         raise PatternError(
             f"glob {pattern[:100]!r} expands to more than {MAX_EXPANSIONS} alternatives "
             "(each {...} group multiplies them)"
         )
+
+
+def _parse(pattern: str, wildcards: bool) -> tuple[list, int]:
+    """The parsed glob and the alternatives it expands to, within the length and expansion limits."""
+    check_glob_length(pattern)
+    seq = _GlobParser(pattern, wildcards).seq(0, len(pattern), 0)
+    expansions = _count(seq, MAX_EXPANSIONS)
+    check_expansions(pattern, expansions)
+    return seq, expansions
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """The `{a,b}` alternatives of a pattern, multiplied out (first occurrence order, no duplicates), other
+    characters kept as they are; an unmatched `{` or `}` is literal. PatternError past the limits."""
+    seq, _ = _parse(pattern, wildcards=False)
     return list(dict.fromkeys(_expand(seq)))
 
 
@@ -392,17 +411,7 @@ def compile_glob(pattern: str) -> Glob:
     Braces are paired before classes are read, so a class does not span a `{`/`}` (graphite-web expands
     braces first: `[{a,b}]` is a class there, literal text here - nobody writes that).
     Raises PatternError past MAX_GLOB_LENGTH, MAX_BRACE_DEPTH or MAX_EXPANSIONS."""
-    if len(pattern) > MAX_GLOB_LENGTH:
-        raise PatternError(
-            f"glob of {len(pattern)} characters is longer than the limit of {MAX_GLOB_LENGTH} characters"
-        )
-    seq = _GlobParser(pattern).seq(0, len(pattern), 0)
-    expansions = _count(seq, MAX_EXPANSIONS)
-    if expansions > MAX_EXPANSIONS:
-        raise PatternError(
-            f"glob {pattern[:100]!r} expands to more than {MAX_EXPANSIONS} alternatives "
-            "(each {...} group multiplies them)"
-        )
+    seq, expansions = _parse(pattern, wildcards=True)
     stars, wild = _stats(seq)
     small = expansions * max(1, len(pattern)) <= _MAX_EXPANDED_CHARS
     exact = tuple(dict.fromkeys(_expand(seq))) if not wild and small else None

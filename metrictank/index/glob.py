@@ -17,7 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from metrictank.regex import MAX_EXPANSIONS, MAX_GLOB_LENGTH, PatternError, compile_glob, expand_braces
+from metrictank.regex import (
+    MAX_EXPANSIONS,
+    PatternError,
+    check_expansions,
+    check_glob_length,
+    compile_glob,
+    expand_braces,
+)
 
 __all__ = ["MAX_EXPANSIONS", "Matcher", "PatternError", "compile_component", "compile_path", "expand_braces"]
 
@@ -51,21 +58,10 @@ def compile_path(pattern: str) -> list[Matcher]:
     Raises PatternError when the pattern is past a limit: longer than MAX_GLOB_LENGTH, braces nested deeper
     than MAX_BRACE_DEPTH, or more than MAX_EXPANSIONS alternatives over all components together (what
     graphite-web would expand the pattern to)."""
-    if len(pattern) > MAX_GLOB_LENGTH:
-        raise PatternError(
-            f"glob of {len(pattern)} characters is longer than the limit of {MAX_GLOB_LENGTH} characters"
-        )
+    check_glob_length(pattern)
     out = [compile_component(c) for c in pattern.split(".")]
     total = 1
     for m in out:
         total *= m.expansions
-        if total > MAX_EXPANSIONS:
-            raise PatternError(
-                f"glob {pattern[:100]!r} expands to more than {MAX_EXPANSIONS} alternatives "
-                "(each {...} group multiplies them)"
-            )
+        check_expansions(pattern, total)
     return out
-
-
-def has_wildcards(comp: str) -> bool:
-    return any(c in comp for c in "*?[{")

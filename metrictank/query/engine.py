@@ -87,6 +87,9 @@ class _Evaluator:
         self.cache: dict[tuple[Any, ...], list[Series]] = {}
         self.refs: dict[tuple[str, tuple[str, ...] | None], list[SeriesRef]] = {}
         self.cap = 0  # points per series the soft limit allows (0: not needed)
+        # the planned fetches' estimates (at the final cap), by fetch key: charged when the fetch runs instead of
+        # asking the source again (an estimate resolves the series' schemas, as much work as the plan of a fetch)
+        self.estimates: dict[tuple[Any, ...], int] = {}
         self.points = PointBudget(self.limits.max_points_per_req_hard)  # read and produced so far
         self._estimate = getattr(source, "estimate_points", None)
 
@@ -128,15 +131,18 @@ class _Evaluator:
                     "narrow the targets"
                 )
             if refs:
-                planned.append((refs, ctx))
+                planned.append((key, refs, ctx))
         if self._estimate is None or not planned:
             return
-        points = sum(self._points(refs, ctx, 0) for refs, ctx in planned)
+        estimates = {key: self._points(refs, ctx, 0) for key, refs, ctx in planned}
+        points = sum(estimates.values())
         if points > lim.max_points_per_req_soft:
             self.cap = max(1, lim.max_points_per_req_soft // max(1, series))
-            points = sum(self._points(refs, ctx, self.cap) for refs, ctx in planned)
+            estimates = {key: self._points(refs, ctx, self.cap) for key, refs, ctx in planned}
+            points = sum(estimates.values())
         if points > lim.max_points_per_req_hard:
             raise _too_many_points(points, lim)
+        self.estimates = estimates
 
     def _points(self, refs: list[SeriesRef], ctx: EvalContext, cap: int) -> int:
         assert self._estimate is not None
@@ -192,7 +198,8 @@ class _Evaluator:
             if (
                 self._estimate is not None
             ):  # the running total, fetches planned or not, stays within the hard limit
-                self.points.charge(self._points(refs, ctx, self.cap))
+                planned = self.estimates.pop(key, None)
+                self.points.charge(self._points(refs, ctx, self.cap) if planned is None else planned)
             fetched = self.source.fetch(
                 self.org, refs, ctx.start, ctx.end, _capped(ctx.max_data_points, self.cap), ctx.consolidate_by
             )

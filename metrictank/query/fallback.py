@@ -125,7 +125,6 @@ class GraphiteFallback:
                 function,
             )
         deadline = time.monotonic() + timeout if timeout > 0 else float("inf")
-        items = [(k, v) for k, vals in params.items() for v in vals]
         headers = {"accept-encoding": accept_encoding or "identity"}
         client = httpx.AsyncClient(
             transport=self._transport,
@@ -133,10 +132,12 @@ class GraphiteFallback:
             follow_redirects=False,
             trust_env=False,  # the configured URL is where it goes, not wherever a proxy variable points
         )
+        # name -> every value, in order: how httpx takes repeated fields, in a form body or a query string
+        fields = {k: list(vals) for k, vals in params.items()}
         if method == "POST":
-            req = client.build_request("POST", self.url + "/render", data=_multi(items), headers=headers)
+            req = client.build_request("POST", self.url + "/render", data=fields, headers=headers)
         else:
-            req = client.build_request("GET", self.url + "/render", params=items, headers=headers)
+            req = client.build_request("GET", self.url + "/render", params=fields, headers=headers)
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):
                 resp = await client.send(req, stream=True)
@@ -203,14 +204,6 @@ class GraphiteFallback:
                 yield chunk
         finally:
             await close()
-
-
-def _multi(items: list[tuple[str, str]]) -> dict[str, list[str]]:
-    """Form fields as httpx wants repeated ones: name -> every value, in order."""
-    out: dict[str, list[str]] = {}
-    for k, v in items:
-        out.setdefault(k, []).append(v)
-    return out
 
 
 def _loop_time(monotonic_deadline: float) -> float | None:

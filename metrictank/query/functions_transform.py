@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from metrictank.regex import PatternError
+
 from .consolidate import align_forward, reduce_axis
 from .errors import QueryError
 from .functions import (
@@ -30,12 +32,14 @@ from .functions import (
     Invocation,
     Param,
     _agg_method,
+    _compile,
     _transform,
     consolidate_by,
     fmt_g,
     register,
 )
 from .functions_filter import check_percent, series_aggregate, series_percentile
+from .limits import charge_points
 from .parser import Literal, find_calls, parse_target
 from .series import Series
 from .timeparse import parse_duration, parse_offset, parse_time
@@ -353,6 +357,7 @@ def smart_summarize(
     out = []
     for s in seriesList:
         nb = -(-len(s) * s.step // interval)
+        charge_points(nb)  # a finer interval than the data's makes points, as in summarize
         bucket = (s.timestamps() - s.start) // interval
         vals = bucket_reduce(s.values, bucket, nb, method)
         name = f'smartSummarize({s.target}, "{intervalString}", "{func}")'
@@ -528,6 +533,7 @@ def hitcount(
         if alignToInterval:
             end = s.start + ((s.end - s.start) // interval) * interval + interval
         nb = -(-(end - s.start) // interval)
+        charge_points(nb)  # a finer interval than the data's makes points, as in summarize
         new_start = end - nb * interval
         edges = new_start + interval * np.arange(nb + 1, dtype=np.int64)
         isnan = np.isnan(s.values)
@@ -602,14 +608,6 @@ def legend_value(inv: Invocation, seriesList: list[Series], valuesTypes: list[st
     return out
 
 
-def compile_regex(pattern: str) -> re.Pattern[str]:
-    """A user's regular expression, or a 400 saying why it is not one."""
-    try:
-        return re.compile(pattern)
-    except re.error as e:
-        raise QueryError(f"invalid regular expression {pattern!r}: {e}") from None
-
-
 _HUGE_FIELD = re.compile(r"%[-+ #0]*(?:\d{3,}|\*|\d*\.(?:\d{3,}|\*))")
 
 
@@ -640,13 +638,13 @@ def alias_query(
     """Rename each series with the last value of another query: the series name, rewritten with the
     search regex and replacement, is evaluated as a target over the same range, and newName is
     %-formatted with the last non-null value of its first series (e.g. 'cpu %d')."""
-    rx = compile_regex(search)
+    rx = _compile(search)  # RE2, like every user regex: linear whatever the pattern and the name
     out = []
     for s in seriesList:
         try:
             query = rx.sub(replace, s.target)
-        except (re.error, IndexError) as e:
-            raise QueryError(f"aliasQuery: bad replacement {replace!r}: {e}") from None
+        except PatternError as e:
+            raise QueryError(f"aliasQuery: {e}") from None
         tree = parse_target(query)
         if any(c.name == "aliasQuery" for c in find_calls(tree)):
             raise QueryError(f"aliasQuery: the query {query!r} must not itself use aliasQuery")

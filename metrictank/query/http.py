@@ -461,7 +461,7 @@ def graphite_router(
     async def function_endpoint(name: str) -> Response:
         fdef = FUNCTIONS.get(name)
         if fdef is None:
-            return PlainTextResponse(f"Function not found: {name}", status_code=404)
+            raise QueryError(f"Function not found: {name}", 404)
         return Response(dumps_functions(fdef.to_json()), media_type="application/json")
 
     return router

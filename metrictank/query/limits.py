@@ -72,9 +72,6 @@ class Deadline:
         self.timeout = timeout
         self.at = time.monotonic() + timeout if timeout > 0 else float("inf")
 
-    def expired(self) -> bool:
-        return time.monotonic() >= self.at
-
     def check(self) -> None:
         if time.monotonic() >= self.at:
             raise QueryError(

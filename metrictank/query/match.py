@@ -34,10 +34,6 @@ def _split_outside_braces(text: str, sep: str) -> list[str]:
     return parts
 
 
-def _split_top(body: str) -> list[str]:
-    return _split_outside_braces(body, ",")
-
-
 def glob_matcher(pattern: str) -> Callable[[str], bool]:
     """Full-path matcher of a Graphite path glob (`*` and `?` never cross a `.`), compiled by the same linear,
     limited translator the index uses; QueryError (400) for a pattern past a limit."""
@@ -45,10 +41,6 @@ def glob_matcher(pattern: str) -> Callable[[str], bool]:
         return compile_glob(pattern).fullmatch
     except PatternError as e:
         raise QueryError(str(e)) from None
-
-
-def is_glob(pattern: str) -> bool:
-    return any(c in pattern for c in "*?[{")
 
 
 def match_paths(pattern: str, paths: Iterable[str]) -> list[str]:

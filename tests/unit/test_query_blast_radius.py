@@ -135,6 +135,8 @@ HOSTILE = [
     {"target": "movingAverage(x.*, '100y')", "from": "-1h"},
     {"target": "summarize(x.*, '1s')", "from": "-2y"},
     {"target": "summarize(x.*, '1s')", "from": "-1d"},
+    {"target": "hitcount(x.*, '1s')", "from": "-2y"},
+    {"target": "smartSummarize(x.*, '1s')", "from": "-2y"},
     {"target": "x.*", "from": "-1d", "format": "csv", "maxDataPoints": "100000000"},
 ]
 
@@ -168,5 +170,14 @@ def test_soft_limit_reads_a_coarser_archive(inst) -> None:
 
 def test_epoch_to_now_is_refused_with_the_figure(inst) -> None:
     r = inst.client.post("/render", data={"target": "x.*", "from": "-100y"})
+    assert r.status_code == 400
+    assert "max-points-per-req-hard (20000000)" in r.text
+
+
+@pytest.mark.parametrize("target", ["hitcount(x.1, '1s')", "smartSummarize(x.1, '1s')"])
+def test_functions_making_a_finer_grid_are_held_to_the_point_budget(inst, target) -> None:
+    """Like summarize: a year at 1 s is 31.5M buckets for one series, refused before they are allocated (without
+    the charge, hitcount of one series took 4 s and 1.5 GB)."""
+    r = inst.client.post("/render", data={"target": target, "from": "-1y"})
     assert r.status_code == 400
     assert "max-points-per-req-hard (20000000)" in r.text

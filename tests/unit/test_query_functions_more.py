@@ -477,6 +477,15 @@ def test_alias_query_errors(src) -> None:
     bad(src, "aliasQuery(a.b.c, 'a.b.c', 'sum(', '%d')", "unbalanced parenthesis")
 
 
+def test_alias_query_regex_is_a_user_regex(src) -> None:
+    # the search regex is compiled like every user regex (RE2: linear time, Metrictank's syntax), so a
+    # construct Python's backtracking `re` would accept is refused with the reason, and a replacement naming a
+    # group the pattern lacks is a 400
+    bad(src, r"aliasQuery(a.b.c, '(a)\1', 'val.a', '%d')", "backreferences and lookaround are not supported")
+    bad(src, "aliasQuery(a.b.c, 'a(?=b)', 'val.a', '%d')", "backreferences and lookaround are not supported")
+    bad(src, r"aliasQuery(a.b.c, 'a', '\2', '%d')", "aliasQuery: bad replacement")
+
+
 # hw.s is 10 20 10 20 ...; with a 20 s bootstrap and a 20 s season (2 points) from 30, the model learns from
 # ts 20 on. By hand, with alpha = gamma = 0.1, beta = 0.0035 (i: intercept, s: slope, S: seasonal, p: the
 # prediction made for the point, d: deviation):

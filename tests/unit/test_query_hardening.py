@@ -354,6 +354,28 @@ def test_hard_point_limit_counts_fetches_known_only_while_evaluating(fine) -> No
     assert r.status_code == 400 and "max-points-per-req-hard (4000)" in r.text
 
 
+class _CountingEstimates(StaticSource):
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.estimates = 0
+
+    def estimate_points(self, *a, **kw) -> int:
+        self.estimates += 1
+        return super().estimate_points(*a, **kw)
+
+
+def test_planned_fetches_are_estimated_once_and_still_charged(fine) -> None:
+    src = _CountingEstimates(fine.data)
+    c = _limited(src, max_points_per_req_soft=10**9, max_points_per_req_hard=4000)
+    # two planned fetches of 360 points each: estimated when planned, charged from that estimate when fetched
+    r = c.post("/render", data={"target": ["fine.s0", "fine.s1"], "from": "-1h"})
+    assert r.status_code == 200 and src.estimates == 2
+    # a fetch only known while evaluating is estimated when it runs, and still charged against the budget
+    r = c.post("/render", data={"target": "movingAverage(fine.s0, 1000)", "from": "-5h"})
+    assert r.status_code == 400 and "max-points-per-req-hard (4000)" in r.text
+    assert src.estimates == 4
+
+
 def test_soft_point_limit_consolidates_harder(fine) -> None:
     c = _limited(fine, max_points_per_req_soft=1000, max_points_per_req_hard=10**6)
     r = c.post("/render", data={"target": "fine.*", "from": "-6h", "maxDataPoints": "100000000"})

@@ -264,6 +264,8 @@ def test_functions_listing(client) -> None:
     assert "sumSeries" in grouped["Combine"]
     assert client.get("/functions/scale").json()["group"] == "Transform"
     assert client.get("/functions/nosuch").status_code == 404
+    r = client.get("/functions/nosuch")
+    assert r.text == "Function not found: nosuch" and r.headers["content-type"].startswith("text/plain")
 
 
 def test_functions_listing_writes_an_infinite_default_as_graphite_web_does(client) -> None:
