@@ -36,6 +36,7 @@ from metrictank.index.defbatch import DefBatch
 from metrictank.index.keys import parse_id
 from metrictank.schema.validate import _MAX_TS, _valid_utf8, eat_dots, validate_tag
 from metrictank.stats import Stats
+from metrictank.store.pipeline import retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +260,7 @@ class IndexStore:
                     log.warning(
                         "index store: %s of %d definitions failed (retrying): %r", op, len(payload), exc
                     )
-                self._stop.wait(min(self._retry_max, self._retry_base * (2**attempt)))
+                self._stop.wait(retry_delay(attempt, self._retry_base, self._retry_max))
                 attempt += 1
 
     # -- load (start-up, before consumption) -------------------------------------------------------------------
@@ -310,7 +311,7 @@ class IndexStore:
                     log.warning(
                         "index store: loading partition %d failed (attempt %d): %r", p, attempt + 1, exc
                     )
-                    time.sleep(min(self._retry_max, self._retry_base * (2**attempt)))
+                    time.sleep(retry_delay(attempt, self._retry_base, self._retry_max))
 
         if concurrency <= 1 or len(parts) <= 1:
             for p in parts:

@@ -502,3 +502,29 @@ def test_a_batch_that_fails_to_prepare_is_read_again_not_lost(tmp_path):
         assert sorted(got.names) == sorted(f"a.b.s{i}" for i in range(6))
     finally:
         s.close(5)
+
+
+class _FailsFirst(SQLiteIndexStore):
+    """A store whose first `failures` writes fail: an outage longer than the back-off's float range."""
+
+    def __init__(self, *a, failures: int, **kw) -> None:
+        self.failures = failures
+        super().__init__(*a, **kw)
+
+    def _write(self, rows):
+        if self.failures:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database is locked")
+        super()._write(rows)
+
+
+def test_writer_survives_more_failed_attempts_than_a_float_exponent_allows(tmp_path):
+    """After 1024 failures base * 2**attempt overflowed a float: the writer thread died and the index store
+    never wrote again."""
+    s = _FailsFirst(tmp_path / "idx.db", failures=1100, clock=lambda: NOW, retry_base=1e-7, retry_max=1e-7)
+    try:
+        s.update(_defs(2))
+        assert s.drain(30) == 0
+        assert (s.failures, s.insert_errors, s.inserts_ok) == (0, 1100, 2)
+    finally:
+        s.close(5)
