@@ -57,7 +57,6 @@ class IngestHandler:
         # memory index without the main loop knowing about it; settable after construction
         self.on_definitions = on_definitions
         self._batch_new: list[np.ndarray] = []
-        self.restored = 0
         # counters (Metrictank: input.kafka-mdm.*)
         self.messages = 0
         self.metricdata_received = 0
@@ -190,7 +189,6 @@ class IngestHandler:
                     self.on_definitions.restored(rows[new], b.lastupdates[new], b.partitions[new])
             created_total += len(new)
         self._batch_new.clear()
-        self.restored += created_total
         return created_total
 
     def _metricdata(

@@ -39,7 +39,7 @@ from cassandra.query import BatchStatement, BatchType, BoundStatement, PreparedS
 from metrictank.schema import row_key, row_keys_for_range, table_for_ttl, write_ttl
 from metrictank.store import cql
 from metrictank.store.base import Chunks, ChunkWrite, read_bounds
-from metrictank.store.pipeline import QueuedStore
+from metrictank.store.pipeline import QueuedStore, retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -468,7 +468,7 @@ class CassandraStore(QueuedStore):
                 req.writes[0].t0,
                 exc,
             )
-        delay = min(self._retry_max, self._retry_base * (2.0 ** min(req.attempt, 30)))
+        delay = retry_delay(req.attempt, self._retry_base, self._retry_max)
         req.attempt += 1
         heapq.heappush(self._retry, (time.monotonic() + delay, next(self._seq), req))
         self._retrying += len(req.writes)

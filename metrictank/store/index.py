@@ -34,7 +34,9 @@ import numpy as np
 
 from metrictank.index.defbatch import DefBatch
 from metrictank.index.keys import parse_id
+from metrictank.schema.validate import _MAX_TS, _valid_utf8, eat_dots, validate_tag
 from metrictank.stats import Stats
+from metrictank.store.pipeline import retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,49 @@ def cql_create_table(keyspace: str, table: str) -> str:
 def _i32(v: int) -> int:
     """Cassandra's `int` is 32 bits; Metrictank's driver would reject a larger value, we clamp it."""
     return _I32_MIN if v < _I32_MIN else _I32_MAX if v > _I32_MAX else v
+
+
+_U32_MAX = (1 << 32) - 1
+_I62 = 1 << 62  # a lastupdate beyond this is garbage (and `+ update-interval` must not overflow int64)
+
+
+def _valid_row(r: tuple) -> bool:
+    """Whether a loaded row is a definition the memory index can take: an id `<org>.<32 hex>`, integer org,
+    partition and lastupdate, an interval and a (normalised, UTF-8) name as ingest validation accepts them,
+    text unit and mtype, tags a sequence of valid `k=v` strings. The table is shared (Metrictank's tools and
+    nodes write it too) and may be corrupt: a bad row is skipped and counted, it must not fail the load --
+    and with it the start-up of every node that owns the partition."""
+    try:
+        i, o, p, nm, iv, u, mt, t, lu = r
+        parse_id(i)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return (
+        type(o) is int
+        and _I32_MIN <= o <= _U32_MAX
+        and type(p) is int
+        and type(iv) is int
+        and 0 < iv < _MAX_TS
+        and type(lu) is int
+        and -_I62 < lu < _I62
+        and type(nm) is str
+        and nm != ""
+        and eat_dots(nm) == nm
+        and _valid_utf8(nm)
+        and type(u) is str
+        and type(mt) is str
+        and isinstance(t, tuple | list)
+        and all(type(x) is str and validate_tag(x) for x in t)
+    )
+
+
+def _json_tags(text: Any) -> tuple | None:
+    """The tags column of a SQLite row (a JSON array), or None when it is not one (the row is then invalid)."""
+    try:
+        tags = json.loads(text)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    return tuple(tags) if type(tags) is list else None
 
 
 class IndexStore:
@@ -215,7 +260,7 @@ class IndexStore:
                     log.warning(
                         "index store: %s of %d definitions failed (retrying): %r", op, len(payload), exc
                     )
-                self._stop.wait(min(self._retry_max, self._retry_base * (2**attempt)))
+                self._stop.wait(retry_delay(attempt, self._retry_base, self._retry_max))
                 attempt += 1
 
     # -- load (start-up, before consumption) -------------------------------------------------------------------
@@ -255,8 +300,10 @@ class IndexStore:
                             raw = raw[k:]
                             if not raw:
                                 continue
+                        # prepared before it counts as handed on: a batch that fails here is read again
+                        b = self._prepare(raw, t_now, bump, cutoff)
                         done += len(raw)
-                        yield self._prepare(raw, t_now, bump, cutoff)
+                        yield b
                     return
                 except Exception as exc:  # noqa: BLE001
                     if attempt + 1 >= max(1, retries):
@@ -264,7 +311,7 @@ class IndexStore:
                     log.warning(
                         "index store: loading partition %d failed (attempt %d): %r", p, attempt + 1, exc
                     )
-                    time.sleep(min(self._retry_max, self._retry_base * (2**attempt)))
+                    time.sleep(retry_delay(attempt, self._retry_base, self._retry_max))
 
         if concurrency <= 1 or len(parts) <= 1:
             for p in parts:
@@ -325,14 +372,8 @@ class IndexStore:
                     pass
 
     def _prepare(self, raw: Sequence[tuple], now: int, bump: int, cutoff: int | None) -> DefBatch:
-        good = []
-        for r in raw:
-            try:
-                parse_id(r[0])
-            except (ValueError, TypeError):
-                self.load_invalid += 1
-                continue
-            good.append(r)
+        good = [r for r in raw if _valid_row(r)]
+        self.load_invalid += len(raw) - len(good)
         b = DefBatch.from_rows(good)
         if len(b):
             b.lastupdates = np.minimum(b.lastupdates + bump, now)
@@ -498,6 +539,9 @@ class SQLiteIndexStore(IndexStore):
 
     def _scan(self, partition: int, batch_size: int) -> Iterator[list[tuple]]:
         conn = self._connect()  # a reader of its own: WAL lets it run beside the writer
+        # text that is not UTF-8 (a corrupt or foreign row) must not fail the scan: kept as surrogate escapes,
+        # the row is then refused by `_valid_row`
+        conn.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
         try:
             cur = conn.execute(
                 f"SELECT id, orgid, partition, name, interval, unit, mtype, tags, lastupdate FROM {self.table} "
@@ -508,7 +552,7 @@ class SQLiteIndexStore(IndexStore):
                 raw = cur.fetchmany(batch_size)
                 if not raw:
                     return
-                yield [(*r[:7], tuple(json.loads(r[7])), r[8]) for r in raw]
+                yield [(*r[:7], _json_tags(r[7]), r[8]) for r in raw]
         finally:
             conn.close()
 

@@ -24,6 +24,13 @@ from metrictank.store.queues import WriteQueues
 
 log = logging.getLogger(__name__)
 
+
+def retry_delay(attempt: int, base: float, cap: float) -> float:
+    """Back-off before retry number `attempt` + 1: base * 2^attempt, at most `cap`. The exponent is bounded:
+    writes are retried forever, and 2^1024 no longer converts to a float (OverflowError in the writer)."""
+    return min(cap, base * (2.0 ** min(attempt, 30)))
+
+
 COUNTERS = (
     "submitted",  # chunks accepted by submit
     "saved",  # chunks confirmed written

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from metrictank.schema import ROW_KEY_BUCKET, row_key, row_keys_for_range, table_for_ttl, write_ttl
 from metrictank.store.base import Chunks, ChunkWrite, read_bounds
-from metrictank.store.pipeline import QueuedStore
+from metrictank.store.pipeline import QueuedStore, retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class SQLiteStore(QueuedStore):
                             attempt + 1,
                             exc,
                         )
-                    delay = min(self._retry_max, self._retry_base * (2**attempt))
+                    delay = retry_delay(attempt, self._retry_base, self._retry_max)
                     attempt += 1
             self._retry_gen = gen
             try:

@@ -130,6 +130,25 @@ def completed_t0s(first_ts: int, t_end: int) -> list[int]:
     return list(range(first_ts - first_ts % SPAN, open_t0, SPAN))
 
 
+def last_completed_t0(t_end: int) -> int:
+    """The start of the newest completed chunk, given points for every second before `t_end`."""
+    last_ts = t_end - 1
+    return last_ts - last_ts % SPAN - SPAN
+
+
+def wait_saved_through(
+    proc: InstanceProc, t_end: int, timeout: float, what: str = "every completed chunk saved"
+) -> float:
+    """Wait until `proc` has no write pending and has saved every chunk completed before `t_end`."""
+    last = last_completed_t0(t_end)
+    return wait(
+        lambda: (n := proc.node())["pendingWrites"] == 0 and n["savedMarks"]["newestSavedT0"] >= last,
+        timeout,
+        what,
+        proc,
+    )
+
+
 def check_cassandra(session, ks: str, ss: SeriesSet, first_ts: int, t_end: int) -> Exactness:
     """Every point of every series in every completed chunk, read back from Cassandra."""
     ex = Exactness()

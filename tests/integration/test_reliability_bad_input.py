@@ -30,6 +30,7 @@ from .reliability import (
     scrape,
     topic_highs,
     wait,
+    wait_saved_through,
 )
 
 pytestmark = pytest.mark.integration
@@ -240,15 +241,7 @@ def test_fuzzed_mdm_and_persist_streams_good_data_exact_drops_counted(tmp_path, 
             "every persist message read",
             a,
         )
-        last_completed = (t_end - 1) - (t_end - 1) % SPAN - SPAN
-        wait(
-            lambda: (
-                (n := a.node())["pendingWrites"] == 0 and n["savedMarks"]["newestSavedT0"] >= last_completed
-            ),
-            60,
-            "every completed chunk saved",
-            a,
-        )
+        wait_saved_through(a, t_end, 60)
         text = scrape(a.url)
         dec_got = labelled(text, "metrictank_input_kafka_mdm_metrics_decode_err_total")
         inv_got = labelled(text, "metrictank_input_kafka_mdm_metricdata_invalid_total")

@@ -20,7 +20,15 @@ import pytest
 from metrictank.fakemetrics import SeriesSet
 
 from .cluster import SPAN, InstanceProc, SimProducer, sim_start
-from .reliability import check_render, check_sqlite, consumed_through, record, topic_highs, wait
+from .reliability import (
+    check_render,
+    check_sqlite,
+    consumed_through,
+    record,
+    topic_highs,
+    wait,
+    wait_saved_through,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -122,15 +130,7 @@ def test_broker_frozen_then_restarted_readiness_and_no_loss(tmp_path, private_ka
         t_end = prod.stop()
         highs = topic_highs(kafka, topic)
         wait(lambda: consumed_through(a.url, highs), 120, "caught up", a)
-        last_completed = (t_end - 1) - (t_end - 1) % SPAN - SPAN
-        wait(
-            lambda: (
-                (n := a.node())["pendingWrites"] == 0 and n["savedMarks"]["newestSavedT0"] >= last_completed
-            ),
-            120,
-            "every completed chunk saved",
-            a,
-        )
+        wait_saved_through(a, t_end, 120)
         ex = check_sqlite(db, ss, T, t_end)
         check_render(a.url, ss, [0, N_SERIES - 1], T, t_end, ex)
         record(

@@ -36,6 +36,7 @@ from .reliability import (
     record,
     topic_highs,
     wait,
+    wait_saved_through,
 )
 
 pytestmark = pytest.mark.integration
@@ -223,17 +224,8 @@ def run_failovers(tmp_path: Path, kafka: str, store: dict[str, dict], new_topic)
         t_end = prod.stop()
         final = cl.procs[primary]
         highs = topic_highs(kafka, topic)
-        last_completed = completed_last_t0(t_end)
         wait(lambda: consumed_through(final.url, highs), 60, "final primary caught up", final)
-        wait(
-            lambda: (
-                (n := final.node())["pendingWrites"] == 0
-                and n["savedMarks"]["newestSavedT0"] >= last_completed
-            ),
-            60,
-            "final primary saved every completed chunk",
-            final,
-        )
+        wait_saved_through(final, t_end, 60, "final primary saved every completed chunk")
         render = check_render(final.url, ss, range(0, N_SERIES, 5), T, t_end)
         render.assert_exact()
         skipped = sum(pp.node()["chunksSkippedPartial"] for pp in cl.procs.values())
@@ -274,12 +266,6 @@ def kill_while_writing(p: InstanceProc, timeout: float = 30) -> int:
             return pending
         time.sleep(0.01)
     return 0
-
-
-def completed_last_t0(t_end: int) -> int:
-    """The start of the newest completed chunk."""
-    last_ts = t_end - 1
-    return last_ts - last_ts % SPAN - SPAN
 
 
 def summary(xs: list[float]) -> dict[str, float]:

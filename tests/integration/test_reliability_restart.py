@@ -24,6 +24,7 @@ from .reliability import (
     record,
     topic_highs,
     wait,
+    wait_saved_through,
 )
 from .test_cluster_e2e import _writetimes as writetimes
 
@@ -95,15 +96,7 @@ def test_kill_restart_kill_during_replay_rewrites_nothing_loses_nothing(
         highs = topic_highs(kafka_bootstrap, topic)
         wait(lambda: consumed_through(a.url, highs), 120, "caught up", a)
         catch_up_s = time.monotonic() - t_restart
-        last_completed = (t_end - 1) - (t_end - 1) % SPAN - SPAN
-        wait(
-            lambda: (
-                (n := a.node())["pendingWrites"] == 0 and n["savedMarks"]["newestSavedT0"] >= last_completed
-            ),
-            60,
-            "every completed chunk saved",
-            a,
-        )
+        wait_saved_through(a, t_end, 60)
         wt_after = writetimes(cassandra_session, ks, ss, sorted({t for _, t in raw}))
         rewritten = sorted(k for k, w in wt_before.items() if wt_after.get(k) != w)
         ex = check_cassandra(cassandra_session, ks, ss, T, t_end)

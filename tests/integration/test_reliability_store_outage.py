@@ -26,6 +26,7 @@ from .reliability import (
     scrape,
     topic_highs,
     wait,
+    wait_saved_through,
 )
 
 pytestmark = pytest.mark.integration
@@ -109,15 +110,7 @@ def test_store_frozen_then_restarted_writes_retry_and_drain(
         t_end = prod.stop()
         highs = topic_highs(kafka_bootstrap, topic)
         wait(lambda: consumed_through(a.url, highs), 60, "caught up", a)
-        last_completed = (t_end - 1) - (t_end - 1) % SPAN - SPAN
-        wait(
-            lambda: (
-                (n := a.node())["pendingWrites"] == 0 and n["savedMarks"]["newestSavedT0"] >= last_completed
-            ),
-            120,
-            "every completed chunk saved",
-            a,
-        )
+        wait_saved_through(a, t_end, 120)
         fails, retries = store_counters(a.url)
         cluster, session = connect(cassandra, timeout=30, request_timeout=60)
         ex = check_cassandra(session, ks, ss, T, t_end)

@@ -415,3 +415,116 @@ def test_cassandra_idx_options():
         load_config(None, env={"MT_CASSANDRA_IDX_TABLE": "x; DROP TABLE y"})
     with pytest.raises(ConfigError, match="cassandra-idx.write-queue-size"):
         load_config(None, env={"MT_CASSANDRA_IDX_WRITE_QUEUE_SIZE": "0"})
+
+
+_GOOD_ID = series_id(1, "hostile.neighbour", "", "gauge", 10, [])
+
+
+def _hostile(label: str, **col) -> tuple:
+    """A row of partition 0 with one column replaced (as SQL text, so SQLite stores exactly that)."""
+    row = {
+        "id": f"'{series_id(1, label, '', 'gauge', 10, [])}'",
+        "orgid": "1",
+        "partition": "0",
+        "name": f"'{label}'",
+        "interval": "10",
+        "unit": "''",
+        "mtype": "'gauge'",
+        "tags": "'[]'",
+        "lastupdate": str(NOW),
+    }
+    row.update(col)
+    return pytest.param(tuple(row.values()), id=label)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        _hostile("tags.not.json", tags="'not json'"),
+        _hostile("tags.a.number", tags="'5'"),
+        _hostile("tags.an.object", tags="'{\"a\": 1}'"),
+        _hostile("tags.of.ints", tags="'[1, 2]'"),
+        _hostile("tags.no.equals", tags="'[\"noeq\"]'"),
+        _hostile("tags.deep", tags="'" + "[" * 100_000 + "'"),
+        _hostile("interval.text", interval="'abc'"),
+        _hostile("interval.zero", interval="0"),
+        _hostile("interval.negative", interval="-5"),
+        _hostile("interval.int32", interval=str(2**31)),
+        _hostile("lastupdate.text", lastupdate="'x'"),
+        _hostile("lastupdate.real", lastupdate="1.5"),
+        _hostile("orgid.text", orgid="'x'"),
+        _hostile("orgid.huge", orgid=str(2**40)),
+        _hostile("name.empty", name="''"),
+        _hostile("name.dots", name="'a..b.'"),
+        _hostile("name.not.utf8", name="CAST(x'61ff62' AS TEXT)"),
+        _hostile("id.int", id="12345"),
+        _hostile("id.blob", id="x'00ff'"),
+        _hostile("unit.blob", unit="x'00ff'"),
+    ],
+)
+def test_corrupt_rows_are_skipped_and_counted_not_fatal(tmp_path, row):
+    """A corrupt or hostile metric_idx row is skipped and counted (load_skipped{reason=invalid}); its neighbours
+    load, and the start-up neither fails nor loses the rows read with it."""
+    s = SQLiteIndexStore(tmp_path / "idx.db", clock=lambda: NOW, retry_base=0.001)
+    try:
+        conn = sqlite3.connect(tmp_path / "idx.db")
+        good = (_GOOD_ID, 1, 0, "hostile.neighbour", 10, "", "gauge", "[]", NOW)
+        conn.execute("INSERT INTO metric_idx VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", good)
+        conn.execute(f"INSERT INTO metric_idx VALUES ({', '.join(row)})")
+        conn.commit()
+        conn.close()
+        h, index = _node(s)
+        assert h.restore_series(s.load([0], now=NOW)) == 1
+        assert index.row_of(_GOOD_ID) is not None
+        assert (s.loaded, s.load_invalid) == (1, 1)
+    finally:
+        s.close(5)
+
+
+class _PrepareFailsOnce(SQLiteIndexStore):
+    def __init__(self, *a, **kw) -> None:
+        self.failed = False
+        super().__init__(*a, **kw)
+
+    def _prepare(self, raw, now, bump, cutoff):
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("boom")
+        return super()._prepare(raw, now, bump, cutoff)
+
+
+def test_a_batch_that_fails_to_prepare_is_read_again_not_lost(tmp_path):
+    s = _PrepareFailsOnce(tmp_path / "idx.db", clock=lambda: NOW, retry_base=0.001)
+    try:
+        s.update(_defs(6, part_of=lambda i: 0))
+        s.drain(5)
+        got = _load_all(s, [0], batch_size=4)
+        assert sorted(got.names) == sorted(f"a.b.s{i}" for i in range(6))
+    finally:
+        s.close(5)
+
+
+class _FailsFirst(SQLiteIndexStore):
+    """A store whose first `failures` writes fail: an outage longer than the back-off's float range."""
+
+    def __init__(self, *a, failures: int, **kw) -> None:
+        self.failures = failures
+        super().__init__(*a, **kw)
+
+    def _write(self, rows):
+        if self.failures:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database is locked")
+        super()._write(rows)
+
+
+def test_writer_survives_more_failed_attempts_than_a_float_exponent_allows(tmp_path):
+    """After 1024 failures base * 2**attempt overflowed a float: the writer thread died and the index store
+    never wrote again."""
+    s = _FailsFirst(tmp_path / "idx.db", failures=1100, clock=lambda: NOW, retry_base=1e-7, retry_max=1e-7)
+    try:
+        s.update(_defs(2))
+        assert s.drain(30) == 0
+        assert (s.failures, s.insert_errors, s.inserts_ok) == (0, 1100, 2)
+    finally:
+        s.close(5)

@@ -281,3 +281,26 @@ def test_open_store_factory(tmp_path):
         s.close()
     with pytest.raises(ValueError):
         open_store("bigtable")
+
+
+def test_writer_survives_more_failed_attempts_than_a_float_exponent_allows(tmp_path, clock):
+    """Writes are retried forever: after 1024 failures base * 2**attempt overflowed a float, the writer thread
+    died of the OverflowError and the store never wrote again (a ~35 min outage at the default back-off)."""
+    s = SQLiteStore(tmp_path / "chunks.db", clock=clock, retry_base=1e-7, retry_max=1e-7)
+    real, failures = s._write, [1100]
+
+    def flaky(batch):
+        if failures[0]:
+            failures[0] -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        real(batch)
+
+    s._write = flaky
+    try:
+        t0 = 1_500_000_000 - 1_500_000_000 % SPAN - SPAN
+        s.submit([cw(KEY, t0)])
+        assert s.drain(30) == 0
+        assert failures[0] == 0 and s.stats["write_errors"] == 1100
+        assert [t for t, _ in s.read(KEY, TTL, t0, t0 + SPAN, SPAN)] == [t0]
+    finally:
+        s.close(timeout=5)
