@@ -405,9 +405,7 @@ def graphite_router(
         fmt = (_one(p, "format") or "series-json").lower()
         if fmt not in ("series-json", "lastts-json"):
             raise QueryError(f"invalid format specified: {fmt!r} (supported: series-json, lastts-json)")
-        limit = _int(p, "limit", 0)
-        if limit < 0:
-            raise QueryError(f"invalid limit {limit}: must be 0 (no limit) or positive")
+        limit = _limit(p, 0)
         from_ts = _from_ts(p, int(clock()), 86400)
         refs = await run_in_threadpool(get_source().resolve_tags, _org(request), exprs, from_ts)
         refs = sorted(refs, key=lambda r: r.name)
@@ -470,8 +468,17 @@ def graphite_router(
 def _autocomplete_args(p: Params, prefix_param: str) -> tuple[list[str], int, str]:
     """The narrowing tag expressions (normalised; none is fine), the limit and the prefix of an autocomplete."""
     exprs = [str(parse_tag_expr(e)) for e in p.get("expr", []) if e]
-    limit = _int(p, "limit", TAGDB_DEFAULT_LIMIT) or TAGDB_DEFAULT_LIMIT
+    limit = _limit(p, TAGDB_DEFAULT_LIMIT) or TAGDB_DEFAULT_LIMIT
     return exprs, limit, _one(p, prefix_param) or ""
+
+
+def _limit(p: Params, default: int) -> int:
+    """The `limit` parameter: 0 means the endpoint's default or none; a negative one would cut results from the
+    end (a silently wrong answer), so it is refused."""
+    limit = _int(p, "limit", default)
+    if limit < 0:
+        raise QueryError(f"invalid limit {limit}: must be 0 (no limit) or positive")
+    return limit
 
 
 def _tag_exprs(p: Params) -> list[str]:

@@ -173,6 +173,18 @@ def test_tags_endpoints(client) -> None:
     assert r.status_code == 400 and "tag" in r.json()["error"]
 
 
+def test_autocomplete_refuses_a_negative_limit(client) -> None:
+    """A negative limit used to cut results from the end of the list: a 200 with a silently wrong answer."""
+    for path, params in (
+        ("/tags/autoComplete/tags", {"limit": "-1"}),
+        ("/tags/autoComplete/values", {"tag": "dc", "limit": "-5"}),
+    ):
+        r = client.get(path, params=params)
+        assert r.status_code == 400, (path, r.text)
+        assert "invalid limit" in r.json()["error"]
+    assert client.get("/tags/autoComplete/tags", params={"limit": "1"}).json() == ["dc"]
+
+
 def test_series_by_tag_render(client) -> None:
     r = grafana_render(client, ["groupByTags(seriesByTag('name=cpu'), 'sum', 'dc')"], **{"from": "-2min"})
     assert [(d["target"], d["tags"]) for d in r.json()] == [
