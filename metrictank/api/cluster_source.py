@@ -93,6 +93,8 @@ class ClusterSource:
             max_workers=max(4, min(32, 2 * len(self.peers))), thread_name_prefix="peer"
         )
         self._lock = threading.Lock()
+        self._refresh_done = threading.Condition(self._lock)
+        self._refreshing = False
         self._ready: list[ReadyPeer] = []
         self._down: set[str] = set()
         self._refreshed = float("-inf")
@@ -112,7 +114,7 @@ class ClusterSource:
         except Exception as e:  # noqa: BLE001 - any failure means not usable now
             log.debug("peer %s: GET /node failed: %s", url, e)
             return None
-        if node.get("state") != NodeState.READY:
+        if not isinstance(node, dict) or node.get("state") != NodeState.READY:
             return None
         try:
             return ReadyPeer(
@@ -122,13 +124,29 @@ class ClusterSource:
             return None
 
     def ready_peers(self) -> list[ReadyPeer]:
-        """Ready peers not known to have failed since the last refresh (refreshed when older than the interval)."""
+        """Ready peers not known to have failed since the last refresh (refreshed when older than the interval).
+
+        One caller refreshes, outside the lock (it asks every peer, up to `timeout`); the others answer from the
+        table they have meanwhile, except before the first refresh, when they wait for it (without the lock)."""
         with self._lock:
-            if self.clock() - self._refreshed >= self.refresh_interval:
+            mine = self.clock() - self._refreshed >= self.refresh_interval and not self._refreshing
+            if mine:
+                self._refreshing = True
+            else:
+                while self._refreshing and self._refreshed == float("-inf"):
+                    self._refresh_done.wait(self.timeout + 1.0)
+        if mine:
+            found: list[ReadyPeer | None] = []
+            try:
                 found = list(self._pool.map(self._node, self.peers)) if self.peers else []
-                self._ready = [p for p in found if p is not None]
-                self._down = set()
-                self._refreshed = self.clock()
+            finally:
+                with self._lock:
+                    self._ready = [p for p in found if p is not None]
+                    self._down = set()
+                    self._refreshed = self.clock()
+                    self._refreshing = False
+                    self._refresh_done.notify_all()
+        with self._lock:
             return [p for p in self._ready if p.url not in self._down]
 
     def _mark_down(self, url: str) -> None:

@@ -427,3 +427,53 @@ def test_from_and_last_update_cross_the_wire(nodes):
     }
     r = client.get("/tags/terms", params={"expr": "name=tagged", "tags": "dc"})
     assert r.json() == {"totalSeries": 2, "terms": {"dc": {"eu": 1, "us": 1}}}
+
+
+def test_a_slow_peer_refresh_does_not_hold_up_other_queries():
+    """One caller refreshes the peer table (asking every peer, up to the timeout); the others answer from the
+    table they have instead of waiting behind it; a peer answering something that is not a node is not ready."""
+    import threading
+    import time as _time
+
+    from metrictank.api.cluster_source import ReadyPeer
+
+    cs = ClusterSource(StaticSource(A_DATA), [0, 1], 4, ["http://a", "http://b"], refresh_interval=0.0)
+    fast = ReadyPeer("http://a", 0, frozenset({2, 3}))
+    cs._node = lambda url: fast if url == "http://a" else None  # type: ignore[method-assign]
+    assert cs.ready_peers() == [fast]
+    slow_started = threading.Event()
+
+    def slow(url):
+        slow_started.set()
+        _time.sleep(1.5)
+        return fast if url == "http://a" else None
+
+    cs._node = slow  # type: ignore[method-assign]
+    t = threading.Thread(target=cs.ready_peers)
+    t.start()
+    slow_started.wait(5)
+    t0 = _time.monotonic()
+    assert cs.ready_peers() == [fast]  # the table it had
+    assert _time.monotonic() - t0 < 0.5
+    t.join()
+    cs.close()
+
+
+def test_a_peer_answering_a_non_object_is_not_ready():
+    class Client:
+        def get(self, url, timeout=None):
+            class R:
+                def raise_for_status(self):
+                    pass
+
+                def json(self):
+                    return [1, 2]
+
+            return R()
+
+        def close(self):
+            pass
+
+    cs = ClusterSource(StaticSource(A_DATA), [0, 1], 4, ["http://x"], client=Client())
+    assert cs.ready_peers() == []
+    cs.close()
