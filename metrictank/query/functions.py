@@ -825,16 +825,18 @@ def summarize(
     method = canonical_method(func)
     out = []
     suffix = ", true" if alignToFrom else ""
+    grids = []
     for s in seriesList:
         if alignToFrom:
             new_start, new_end = s.start, s.end
         else:
             new_start = s.start - s.start % interval
             new_end = s.end - s.end % interval + interval
-        nb = max(0, -(-(new_end - new_start) // interval))
-        charge_points(
-            nb
-        )  # a finer interval than the data's makes points: they count against the request's limit
+        grids.append((new_start, max(0, -(-(new_end - new_start) // interval))))
+    # a finer interval than the data's makes points: all of them count against the request's limit before the
+    # first grid is allocated (charged series by series, most of a refused request was built first)
+    charge_points(sum(nb for _start, nb in grids))
+    for s, (new_start, nb) in zip(seriesList, grids, strict=True):
         name = f'summarize({s.target}, "{intervalString}", "{func}"{suffix})'
         if nb == 0 or len(s) == 0:
             vals = np.full(nb, np.nan)

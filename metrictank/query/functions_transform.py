@@ -355,9 +355,9 @@ def smart_summarize(
         raise QueryError(f"smartSummarize: interval {intervalString!r} is zero")
     method = _agg_method(func)
     out = []
-    for s in seriesList:
-        nb = -(-len(s) * s.step // interval)
-        charge_points(nb)  # a finer interval than the data's makes points, as in summarize
+    nbs = [-(-len(s) * s.step // interval) for s in seriesList]
+    charge_points(sum(nbs))  # a finer interval than the data's makes points, as in summarize: all before any
+    for s, nb in zip(seriesList, nbs, strict=True):
         bucket = (s.timestamps() - s.start) // interval
         vals = bucket_reduce(s.values, bucket, nb, method)
         name = f'smartSummarize({s.target}, "{intervalString}", "{func}")'
@@ -528,12 +528,13 @@ def hitcount(
     if interval <= 0:
         raise QueryError(f"hitcount: interval {intervalString!r} is zero")
     out = []
-    for s in seriesList:
-        end = s.end
-        if alignToInterval:
-            end = s.start + ((s.end - s.start) // interval) * interval + interval
-        nb = -(-(end - s.start) // interval)
-        charge_points(nb)  # a finer interval than the data's makes points, as in summarize
+    ends = [
+        s.start + ((s.end - s.start) // interval) * interval + interval if alignToInterval else s.end
+        for s in seriesList
+    ]
+    nbs = [-(-(end - s.start) // interval) for s, end in zip(seriesList, ends, strict=True)]
+    charge_points(sum(nbs))  # a finer interval than the data's makes points, as in summarize: all before any
+    for s, end, nb in zip(seriesList, ends, nbs, strict=True):
         new_start = end - nb * interval
         edges = new_start + interval * np.arange(nb + 1, dtype=np.int64)
         isnan = np.isnan(s.values)

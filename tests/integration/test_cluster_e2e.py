@@ -32,7 +32,7 @@ from .cluster import (
     wait_until,
 )
 from .helpers import free_port
-from .reliability import consumed_through, topic_highs
+from .reliability import consumed_through, topic_highs, wait_saved_through
 
 log = logging.getLogger(__name__)
 PARTS = 4
@@ -166,15 +166,7 @@ def test_steady_state_then_failover_after_kill9(
         assert nb["primary"] is True and nb["dataCompletePromotionWait"] == 0
         wait_until(lambda: prod.t > t_kill + 4 * SPAN, 30, "more data after failover")
         t_end = prod.stop()
-        last_open = (t_end - 1) - (t_end - 1) % SPAN
-        wait_until(
-            lambda: (
-                (n := b.node())["pendingWrites"] == 0 and n["savedMarks"]["newestSavedT0"] >= last_open - SPAN
-            ),
-            60,
-            "b saved every completed chunk",
-            b,
-        )
+        wait_saved_through(b, t_end, 60, "b saved every completed chunk")
         figures = _verify_store(cassandra_session, ks, ss, T, t_end)
         figures["chunks_skipped_partial"] = b.node()["chunksSkippedPartial"]
         assert figures["chunks_skipped_partial"] == 0
@@ -211,15 +203,7 @@ def test_planned_handover_writes_nothing_twice(
         assert r.status_code == 200, r.text
         wait_until(lambda: prod.t > a_saved + 5 * SPAN, 30, "data after handover")
         t_end = prod.stop()
-        last_open = (t_end - 1) - (t_end - 1) % SPAN
-        wait_until(
-            lambda: (
-                b.node()["savedMarks"]["newestSavedT0"] >= last_open - SPAN and b.node()["pendingWrites"] == 0
-            ),
-            60,
-            "b saved",
-            b,
-        )
+        wait_saved_through(b, t_end, 60, "b saved")
         _verify_store(cassandra_session, ks, ss, T, t_end)
         # chunks a saved before the handover were not written again by b
         before = list(range(T - T % SPAN, a_saved + 1, SPAN))

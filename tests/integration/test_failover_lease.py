@@ -17,7 +17,7 @@ from metrictank.fakemetrics import SeriesSet
 
 from .cluster import SPAN, InstanceProc, SimProducer, sim_start, wait_until
 from .helpers import free_port
-from .reliability import record
+from .reliability import record, wait_saved_through
 from .test_cluster_e2e import _verify_store
 
 pytestmark = pytest.mark.integration
@@ -83,15 +83,7 @@ def _all_saved_and_exact(
     prim: InstanceProc, session, ks: str, ss: SeriesSet, first_ts: int, t_end: int
 ) -> dict:
     """Wait until the primary saved every completed chunk, then read every produced point back from the store."""
-    last_open = (t_end - 1) - (t_end - 1) % SPAN
-    wait_until(
-        lambda: (
-            (n := prim.node())["pendingWrites"] == 0 and n["savedMarks"]["newestSavedT0"] >= last_open - SPAN
-        ),
-        90,
-        "every completed chunk saved",
-        prim,
-    )
+    wait_saved_through(prim, t_end, 90)
     figures = _verify_store(session, ks, ss, first_ts, t_end)
     assert figures["points_read_back"] == figures["points_produced"]
     return figures
