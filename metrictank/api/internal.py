@@ -185,7 +185,11 @@ def internal_router(get_source: Callable[[], SeriesSource]) -> APIRouter:
             doc = await run_in_threadpool(handler, get_source(), org, body)
         except QueryError as e:
             return _packed({"error": e.message}, e.status, {QUERY_ERROR_HEADER: "1"})
-        except (KeyError, TypeError) as e:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+        ) as e:  # ValueError: a pattern or tag expression past its limits
             return _packed({"error": f"bad internal request: {type(e).__name__}: {e}"}, 400)
         if isinstance(doc, bytes):
             return Response(doc, media_type=SERIES_MEDIA_TYPE)

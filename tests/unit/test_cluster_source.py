@@ -477,3 +477,24 @@ def test_a_peer_answering_a_non_object_is_not_ready():
     cs = ClusterSource(StaticSource(A_DATA), [0, 1], 4, ["http://x"], client=Client())
     assert cs.ready_peers() == []
     cs.close()
+
+
+def test_internal_routes_answer_400_for_patterns_past_their_limits():
+    """A peer's request is input too: a pattern past the glob limits is a 400 from /internal, not a 500."""
+    import msgpack
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from metrictank.api.internal import internal_router
+
+    app = FastAPI()
+    app.include_router(internal_router(lambda: StaticSource(A_DATA)))
+    c = TestClient(app, raise_server_exceptions=False)
+    for op, body in (
+        ("find", {"pattern": "a" * 40_000}),
+        ("resolve", {"pattern": "x." + "{a,b}" * 16}),
+        ("resolve_tags", {"exprs": ["name=~" + "a" * 10_000]}),
+        ("find", {"pattern": 7}),
+    ):
+        r = c.post(f"/internal/{op}", content=msgpack.packb(body))
+        assert r.status_code == 400, (op, r.status_code, r.content[:200])
