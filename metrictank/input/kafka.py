@@ -434,16 +434,26 @@ class DataConsumer:
             return
         for tp in positions:
             try:
-                _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                low, high = self._consumer.get_watermark_offsets(tp, cached=True)
             except Exception:  # noqa: BLE001
                 continue
             if high is None or high < 0:
                 continue
             read = tp.offset
             if read < 0:  # nothing consumed yet
-                read = self.tracker.first_offset.get(tp.partition, high)
+                if low is None or low < 0:  # the cached low watermark is not always known
+                    low = self.tracker.log_start.get(tp.partition, 0)
+                read = self._first_to_read(tp.topic, tp.partition, low, high)
             self.tracker.last_offset[tp.partition] = read - 1
             self.lag.sample(tp.partition, now, high, read)
+
+    def _first_to_read(self, topic: str, partition: int, low: int, high: int) -> int:
+        """Where a partition that nothing was consumed from yet is read from: where consumption was asked to
+        start. Not the high watermark: librdkafka knows a partition's high watermark from its fetches before it
+        hands over the first message, and a backlog not yet handed over is not read (taking it as read made a
+        node report itself caught up, and ready, with a whole partition still to replay)."""
+        start = self._start_offsets.get((topic, partition), OFFSET_END)
+        return low if start == OFFSET_BEGINNING else high if start == OFFSET_END else start
 
     def check_stall(self, after: float = 10.0, now: float | None = None) -> bool:
         """Restart fetching when nothing arrived for `after` seconds although the broker has unread messages.
@@ -471,9 +481,8 @@ class DataConsumer:
             except Exception:  # noqa: BLE001
                 return False
             pos = tp.offset
-            if pos < 0:  # nothing read yet: where consumption was asked to start
-                start = self._start_offsets.get((tp.topic, tp.partition), OFFSET_END)
-                pos = low if start == OFFSET_BEGINNING else high if start == OFFSET_END else start
+            if pos < 0:
+                pos = self._first_to_read(tp.topic, tp.partition, low, high)
             if high > pos:
                 behind.append(tp.partition)
             restart.append(TopicPartition(tp.topic, tp.partition, pos))

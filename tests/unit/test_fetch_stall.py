@@ -1,6 +1,7 @@
-"""The fetch-stall watchdog: restart fetching only when no data arrived although the broker holds unread data."""
+"""The fetch-stall watchdog: restart fetching only when no data arrived although the broker holds unread data; and
+the lag samples (the node's readiness) for partitions that nothing was consumed from yet."""
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 from confluent_kafka.admin import ClusterMetadata, PartitionMetadata, TopicMetadata
 
 from metrictank.input.kafka import DataConsumer
@@ -56,3 +57,34 @@ def test_no_restart_when_caught_up():
     c = _consumer(fake)
     assert not c.check_stall(after=10, now=c._last_data + 60)
     assert fake.assigned == [] and c.fetch_restarts == 0
+
+
+def test_lag_of_a_partition_not_handed_over_yet_is_its_backlog():
+    # librdkafka knows partition 1's high watermark (270) from a fetch but has handed over none of its messages:
+    # its lag is the whole backlog from where consumption started, not 0 (which read as caught up, and ready)
+    fake = FakeConsumer({0: 270, 1: -1001}, {0: (0, 270), 1: (0, 270)})
+    c = _consumer(fake)
+    c.sample_lag(now=100.0)
+    samples = c.lag.samples()
+    assert samples[0][-1][1:] == (270, 270)
+    assert samples[1][-1][1:] == (270, 0)
+    assert c.lag.priority() > 0
+    fake.positions[1] = 270
+    c.sample_lag(now=200.0)
+    assert c.lag.samples()[1][-1][1:] == (270, 270)
+
+
+def test_lag_of_an_unread_partition_starts_at_the_requested_offset():
+    fake = FakeConsumer({0: -1001}, {0: (-1001, 500)})  # the cached low watermark unknown
+    c = DataConsumer("x:1", ["mdm"], None, "oldest", consumer_factory=lambda cfg: fake)
+    c._start_offsets = {("mdm", 0): 120}
+    c._assigned = True
+    c.sample_lag(now=100.0)
+    assert c.lag.samples()[0][-1][1:] == (500, 120)
+    c._start_offsets = {("mdm", 0): OFFSET_END}  # newest: nothing of the backlog is to be read
+    c.sample_lag(now=200.0)
+    assert c.lag.samples()[0][-1][1:] == (500, 500)
+    c._start_offsets = {("mdm", 0): OFFSET_BEGINNING}
+    c.tracker.log_start[0] = 40
+    c.sample_lag(now=300.0)
+    assert c.lag.samples()[0][-1][1:] == (500, 40)
