@@ -30,7 +30,7 @@ from fnmatch import fnmatchcase
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
 
-from metrictank.input.kafka import consumer_config, start_offsets
+from metrictank.input.kafka import consumer_config, restart_stalled_fetchers, start_offsets, start_position
 from metrictank.schema import DecodeError, decode_persist, encode_persist
 from metrictank.schema.persist import decode_persist_items
 from metrictank.stats import Stats, by_label
@@ -410,6 +410,10 @@ class PersistListener:
         tps = start_offsets(self._consumer, [topic], self.partitions, offset)
         self._start = {tp.partition: tp.offset for tp in tps}
         self._consumer.assign(tps)
+        self.stall_after = 10.0  # seconds without messages before the fetchers are checked (None: never)
+        self._last_data = time.monotonic()
+        self._last_stall_check = 0.0
+        self.fetch_restarts = 0
 
     # -- trust ------------------------------------------------------------------------------------------
     @property
@@ -439,6 +443,11 @@ class PersistListener:
             "saved-chunk entries of persist messages dropped, by reason",
             lambda: by_label(self.chunks_dropped_by_reason),
             ("reason",),
+        )
+        stats.counter(
+            "cluster.notifier.fetch_restarts",
+            "times the persist topic's fetchers were restarted: unread messages but none arriving",
+            lambda: self.fetch_restarts,
         )
         stats.gauge(
             "cluster.notifier.untrusted-instances",
@@ -497,6 +506,10 @@ class PersistListener:
         except Exception as e:  # noqa: BLE001 - a consumer hiccup is not worth a crash either
             log.warning("persist topic: consume failed: %r", e)
             return 0
+        if msgs:
+            self._last_data = time.monotonic()
+        else:
+            self.check_stall()
         saved: list[tuple[str, int]] = []
         origins: list[tuple[int, int, int]] = []  # (partition, offset, first index in saved)
         with self._lock:
@@ -519,6 +532,33 @@ class PersistListener:
         if saved:
             self._apply(saved, origins)
         return n
+
+    def check_stall(self, now: float | None = None) -> bool:
+        """Restart fetching when no persist message arrived for `stall_after` seconds although the topic holds
+        unread ones: a stalled fetcher (seen after a broker was frozen) would otherwise leave this node's saved
+        marks, and its split-brain detection, frozen for good while it looks healthy."""
+        now = time.monotonic() if now is None else now
+        after = self.stall_after
+        if after is None or now - self._last_data < after or now - self._last_stall_check < after:
+            return False
+        self._last_stall_check = now
+        tps = [TopicPartition(self.topic, p) for p in self.partitions]
+        behind = restart_stalled_fetchers(self._consumer, tps, self._first_to_read)
+        if not behind:
+            return False
+        log.warning(
+            "persist topic %s: no messages for %.0fs although partitions %s have unread ones; "
+            "restarting their fetchers",
+            self.topic,
+            now - self._last_data,
+            behind,
+        )
+        self.fetch_restarts += 1
+        self._last_data = now
+        return True
+
+    def _first_to_read(self, _topic: str, partition: int, low: int, high: int) -> int:
+        return start_position(self._start.get(partition, OFFSET_END), low, high)
 
     def _take(self, m, saved: list, origins: list, now: float, wall: float) -> None:
         """Decode one message and append its usable marks to `saved`."""

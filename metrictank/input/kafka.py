@@ -310,6 +310,50 @@ class BrokerProbe:
             self._thread.join(self.timeout + self.interval + 1)
 
 
+def start_position(start: int, low: int, high: int) -> int:
+    """The offset a partition assigned at `start` (an offset, OFFSET_BEGINNING or OFFSET_END) is read from,
+    given its watermarks."""
+    return low if start == OFFSET_BEGINNING else high if start == OFFSET_END else start
+
+
+def restart_stalled_fetchers(
+    consumer: Consumer,
+    tps: list[TopicPartition],
+    first_to_read: Callable[[str, int, int, int], int],
+) -> list[int]:
+    """Re-assign `tps` at their current positions when the broker holds messages beyond them; returns the
+    partitions that were behind (none: nothing done, also when the broker does not answer).
+
+    librdkafka has been seen to stop fetching for an assigned partition while the broker holds data for it (the
+    consumer then waits in consume() for ever, here after a broker was frozen for a while). Re-assigning at the
+    current positions restarts the fetchers without losing or repeating anything. `first_to_read(topic,
+    partition, low, high)` gives the position of a partition that nothing was consumed from yet.
+    """
+    try:
+        positions = consumer.position(tps)
+    except Exception:  # noqa: BLE001
+        return []
+    restart, behind = [], []
+    for tp in positions:
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=2)
+        except Exception:  # noqa: BLE001
+            return []
+        pos = tp.offset
+        if pos < 0:
+            pos = first_to_read(tp.topic, tp.partition, low, high)
+        if high > pos:
+            behind.append(tp.partition)
+        restart.append(TopicPartition(tp.topic, tp.partition, pos))
+    if behind:
+        # everything client-side that keeps a fetcher idle is reset: its pause state (which even a new
+        # assignment keeps) and its fetch state (which assign() over the current assignment keeps)
+        consumer.resume(restart)
+        consumer.unassign()
+        consumer.assign(restart)
+    return behind
+
+
 class DataConsumer:
     """Consumes the data topics in large batches; owns partition tracking and lag sampling."""
 
@@ -452,40 +496,18 @@ class DataConsumer:
         start. Not the high watermark: librdkafka knows a partition's high watermark from its fetches before it
         hands over the first message, and a backlog not yet handed over is not read (taking it as read made a
         node report itself caught up, and ready, with a whole partition still to replay)."""
-        start = self._start_offsets.get((topic, partition), OFFSET_END)
-        return low if start == OFFSET_BEGINNING else high if start == OFFSET_END else start
+        return start_position(self._start_offsets.get((topic, partition), OFFSET_END), low, high)
 
     def check_stall(self, after: float = 10.0, now: float | None = None) -> bool:
-        """Restart fetching when nothing arrived for `after` seconds although the broker has unread messages.
-
-        librdkafka has been seen to stop fetching for an assigned partition while the broker holds data for it
-        (the consumer then waits in consume() for ever). Re-assigning at the current positions restarts the
-        fetchers without losing or repeating anything. Costs a watermark query per partition every `after`
-        seconds, and only while no data arrives.
-        """
+        """Restart fetching when nothing arrived for `after` seconds although the broker has unread messages
+        (see `restart_stalled_fetchers`). Costs a watermark query per partition every `after` seconds, and only
+        while no data arrives."""
         now = time.monotonic() if now is None else now
         if not self._assigned or now - self._last_data < after or now - self._last_stall_check < after:
             return False
         self._last_stall_check = now
         tps = [TopicPartition(t, p) for t in self.topics for p in self.partitions]
-        try:
-            positions = self._consumer.position(tps)
-        except Exception:  # noqa: BLE001
-            return False
-        restart, behind = [], []
-        for tp in positions:
-            try:
-                low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(tp.topic, tp.partition), timeout=2
-                )
-            except Exception:  # noqa: BLE001
-                return False
-            pos = tp.offset
-            if pos < 0:
-                pos = self._first_to_read(tp.topic, tp.partition, low, high)
-            if high > pos:
-                behind.append(tp.partition)
-            restart.append(TopicPartition(tp.topic, tp.partition, pos))
+        behind = restart_stalled_fetchers(self._consumer, tps, self._first_to_read)
         if not behind:
             return False
         log.warning(
@@ -493,7 +515,6 @@ class DataConsumer:
             now - self._last_data,
             behind,
         )
-        self._consumer.assign(restart)
         self.fetch_restarts += 1
         self._last_data = now
         return True

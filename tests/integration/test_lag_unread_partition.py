@@ -21,7 +21,7 @@ def test_partition_not_handed_over_yet_keeps_its_whole_backlog_as_lag(kafka_boot
     topic = new_topic(2)
     prod = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
     for p in (0, 1):
-        for i in range(BACKLOG):
+        for _ in range(BACKLOG):
             prod.produce(topic, value=b"x" * 20, partition=p)
     assert prod.flush(30) == 0
 

@@ -30,6 +30,12 @@ class FakeConsumer:
     def assign(self, tps):
         self.assigned.append([(tp.partition, tp.offset) for tp in tps])
 
+    def unassign(self):
+        pass
+
+    def resume(self, tps):
+        pass
+
     def position(self, tps):
         return [TopicPartition(tp.topic, tp.partition, self.positions[tp.partition]) for tp in tps]
 

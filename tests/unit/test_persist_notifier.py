@@ -233,3 +233,48 @@ def test_the_writers_table_stays_bounded_whatever_names_the_topic_carries():
         li.poll()
     assert len(li.writers) == _MAX_WRITERS
     assert f"intruder-{_MAX_WRITERS + 499}" in li.writers  # the newest names are kept
+
+
+class _StalledConsumer(_FakeConsumer):
+    """Hands over nothing although the broker holds persist messages beyond the position."""
+
+    def __init__(self, _cfg: dict) -> None:
+        super().__init__(_cfg)
+        self.positions = {0: 7}
+        self.high = 12
+        self.assigned: list = []
+
+    def assign(self, tps) -> None:
+        self.assigned.append([(tp.partition, tp.offset) for tp in tps])
+
+    def unassign(self) -> None:
+        pass
+
+    def resume(self, tps) -> None:
+        pass
+
+    def position(self, tps):
+        from confluent_kafka import TopicPartition
+
+        return [TopicPartition(tp.topic, tp.partition, self.positions[tp.partition]) for tp in tps]
+
+    def get_watermark_offsets(self, tp, timeout=None, cached=False):
+        return (0, self.high)
+
+
+def test_listener_restarts_a_stalled_fetcher_at_its_position():
+    from metrictank.cluster.persist import PersistListener
+
+    li = PersistListener("b", "persist", [0], "oldest", list, "mt1", consumer_factory=_StalledConsumer)
+    c = li._consumer
+    c.assigned.clear()
+    t0 = li._last_data
+    assert not li.check_stall(now=t0 + 5)  # too early
+    assert li.check_stall(now=t0 + 11)
+    assert c.assigned == [[(0, 7)]] and li.fetch_restarts == 1  # at the position: nothing lost or repeated
+    c.positions[0] = 12  # caught up: nothing to restart
+    assert not li.check_stall(now=t0 + 30)
+    assert li.fetch_restarts == 1
+    li.stall_after = None
+    c.positions[0] = 3
+    assert not li.check_stall(now=t0 + 100)
