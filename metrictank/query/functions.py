@@ -1371,6 +1371,18 @@ def _bare_word(node: Node) -> str | None:
     return node.pattern if isinstance(node, PathExpr) else None
 
 
+_EXPECTED = {
+    "integer": "an integer",
+    "node": "an integer",
+    "float": "a number",
+    "intOrInf": "an integer or inf",
+    "boolean": "a boolean",
+    "nodeOrTag": "a node number or tag name",
+    "intOrInterval": "a number of points or an interval string",
+    "date": "a time such as '-1d', 'now' or epoch seconds",
+}
+
+
 def convert_arg(fname: str, p: Param, node: Node) -> Any:
     """Check and convert one non-series argument node to the value the implementation receives."""
     from .parser import Literal
@@ -1385,6 +1397,8 @@ def convert_arg(fname: str, p: Param, node: Node) -> Any:
 
     t = p.type
     if isinstance(node, Literal) and node.kind == "none":
+        if p.required:  # None stands for "the default", and a required argument has none
+            raise bad(_EXPECTED.get(t, f"a {t}"))
         return None
     if t in ("integer", "node"):
         if isinstance(node, Literal) and node.kind == "int":
@@ -1530,6 +1544,8 @@ def _bind_one(fname: str, bound: BoundCall, p: Param, nodes: list[Node]) -> None
     from .parser import PathExpr
 
     conv = [convert_arg(fname, p, n) for n in nodes]
+    if p.multiple and any(c is None for c in conv):  # None is "the default"; one of several values has none
+        raise QueryError(f"{fname}: argument {p.name!r} cannot be None")
     if p.type == "any" and not p.multiple and isinstance(conv[0], PathExpr | Call):
         bound.series_nodes[p.name] = conv[0]
         return
