@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ import msgpack
 from metrictank.api.internal import MSGPACK, QUERY_ERROR_HEADER, SERIES_MEDIA_TYPE, unpack_series, wire_key
 from metrictank.cluster.node import NodeState
 from metrictank.query.errors import QueryError
+from metrictank.query.limits import Deadline, current_deadline
 from metrictank.query.series import Series
 from metrictank.query.source import FindNode, SeriesRef, SeriesSource
 
@@ -51,6 +53,10 @@ class RemoteKey:
 
 class PeerFailed(Exception):
     """A peer did not answer usably: try another replica."""
+
+
+class _PastDeadline(Exception):
+    """A peer request given up at the query's deadline: the query is over, the peer is not known to be bad."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,7 @@ class ClusterSource:
         self.remote_partitions = frozenset(range(self.total_partitions)) - self.local_partitions
         self.peers = [p.rstrip("/") for p in peers]
         self.timeout = timeout
+        self.query_timeout = query_timeout
         self.refresh_interval = refresh_interval
         self.clock = clock
         # connect/pool waits are short (a dead node must fail over fast); reading an answer may take a while
@@ -100,6 +107,9 @@ class ClusterSource:
         self._refreshed = float("-inf")
         self.peer_requests = 0
         self.peer_failures = 0
+        self.peer_timeouts = (
+            0  # peer requests abandoned at the query's deadline (the peer is not marked down)
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
@@ -172,28 +182,66 @@ class ClusterSource:
         return chosen, uncovered
 
     # --- requests ----------------------------------------------------------------------------------------------
-    def _call(self, url: str, op: str, org: int, body: dict[str, Any]) -> Any:
+    def _call(self, url: str, op: str, org: int, body: dict[str, Any], at: float) -> Any:
+        """One peer request, given up at `at` (monotonic) however the peer answers: httpx's read timeout is per
+        read, so a peer dribbling its answer would otherwise hold the query (and this thread) for as long as it
+        likes."""
         self.peer_requests += 1
+        left = at - time.monotonic()
+        if left <= 0:
+            raise _PastDeadline(url)
+        wait = min(self.timeout, left)
         try:
-            r = self._client.post(
+            with self._client.stream(
+                "POST",
                 f"{url}/internal/{op}",
                 content=msgpack.packb(body, use_bin_type=True),
                 headers={"X-Org-Id": str(org), "Content-Type": MSGPACK, "Accept": MSGPACK},
-            )
+                timeout=httpx.Timeout(min(self.query_timeout, left), connect=wait, pool=wait),
+            ) as r:
+                parts = []
+                for part in r.iter_bytes():
+                    parts.append(part)
+                    if time.monotonic() >= at:
+                        raise _PastDeadline(url)
+                content = b"".join(parts)
+        except httpx.TimeoutException as e:
+            if time.monotonic() >= at - 0.01:  # the request's own deadline, not a failing peer
+                raise _PastDeadline(url) from None
+            raise PeerFailed(f"{type(e).__name__}: {e}") from None
         except httpx.HTTPError as e:
             raise PeerFailed(f"{type(e).__name__}: {e}") from None
         if r.status_code == 200 and r.headers.get("content-type", "").startswith(SERIES_MEDIA_TYPE):
-            return r.content  # series data, unpacked by the caller without another copy
+            return content  # series data, unpacked by the caller without another copy
         try:
-            doc = msgpack.unpackb(r.content, raw=False)
+            doc = msgpack.unpackb(content, raw=False)
         except Exception:  # noqa: BLE001 - not our protocol (a proxy's error page, an older node)
             doc = None
         if r.headers.get(QUERY_ERROR_HEADER) and isinstance(doc, dict):
             raise QueryError(str(doc.get("error", "")), r.status_code)
         if r.status_code != 200 or not isinstance(doc, dict):
-            detail = doc.get("error") if isinstance(doc, dict) else r.text[:200]
+            detail = doc.get("error") if isinstance(doc, dict) else content[:200].decode("utf-8", "replace")
             raise PeerFailed(f"HTTP {r.status_code}: {detail}")
         return doc
+
+    def _deadline(self) -> tuple[float, Deadline | None]:
+        """When peer requests must be answered by: the render's deadline, else query-timeout from now (the
+        other endpoints are held to the same bound for their whole fan-out)."""
+        d = current_deadline()
+        return (d.at if d is not None else time.monotonic() + self.query_timeout), d
+
+    def _timed_out(self, url: str, d: Deadline | None) -> QueryError:
+        self.peer_timeouts += 1
+        if d is not None:
+            try:
+                d.check()
+            except QueryError as e:
+                return e
+        return QueryError(
+            f"query timed out waiting for peer {url}: it ran longer than query-timeout "
+            f"({self.query_timeout:g} s) and was abandoned",
+            status=503,
+        )
 
     def _scatter(
         self,
@@ -213,17 +261,24 @@ class ClusterSource:
         failures = {} if failures is None else failures
         answers: list[tuple[str, frozenset[int], dict[str, Any]]] = []
         local_result = None
+        at, deadline = self._deadline()
         while todo:
             chosen, uncovered = self.plan(todo, skip)
             if uncovered:
                 raise self._unavailable(uncovered, failures)
-            futures: dict[str, Future] = {u: self._pool.submit(self._call, u, op, org, body) for u in chosen}
+            futures: dict[str, Future] = {
+                u: self._pool.submit(self._call, u, op, org, body, at) for u in chosen
+            }
             if local is not None:
                 local_result, local = local(), None
             todo = set()
             for url, fut in futures.items():
                 try:
-                    answers.append((url, frozenset(chosen[url]), fut.result()))
+                    answers.append(
+                        (url, frozenset(chosen[url]), fut.result(timeout=max(0.0, at - time.monotonic())))
+                    )
+                except (FutureTimeout, _PastDeadline):
+                    raise self._timed_out(url, deadline) from None
                 except PeerFailed as e:
                     self._failed(url, e, failures)
                     skip.add(url)
@@ -364,6 +419,7 @@ class ClusterSource:
             else:
                 local_refs.append(r)
         window = {"start": int(start), "end": int(end), "mdp": int(max_data_points), "cb": consolidate_by}
+        at, deadline = self._deadline()
         futures = {
             url: self._pool.submit(
                 self._call,
@@ -371,6 +427,7 @@ class ClusterSource:
                 "fetch",
                 org,
                 {"names": [r.name for r in rs], "keys": [wire_key(r.key.key) for r in rs], **window},  # type: ignore[union-attr]
+                at,
             )
             for url, rs in by_peer.items()
         }
@@ -381,7 +438,9 @@ class ClusterSource:
         failures: dict[str, str] = {}
         for url, fut in sorted(futures.items()):
             try:
-                series = unpack_series(fut.result())
+                series = unpack_series(fut.result(timeout=max(0.0, at - time.monotonic())))
+            except (FutureTimeout, _PastDeadline):
+                raise self._timed_out(url, deadline) from None
             except (PeerFailed, ValueError, KeyError) as e:
                 self._failed(url, e, failures)
                 series = self._refetch(org, by_peer[url], window, url, failures)

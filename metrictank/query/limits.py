@@ -27,7 +27,15 @@ from typing import Any
 
 from .errors import QueryError
 
-__all__ = ["Deadline", "PointBudget", "QueryLimits", "charge_points", "check_deadline", "deadline_scope"]
+__all__ = [
+    "Deadline",
+    "PointBudget",
+    "QueryLimits",
+    "charge_points",
+    "check_deadline",
+    "current_deadline",
+    "deadline_scope",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +140,9 @@ def check_deadline() -> None:
     d = _current.get()
     if d is not None:
         d.check()
+
+
+def current_deadline() -> Deadline | None:
+    """The current request's deadline (None outside a render): for work that waits on others, such as a
+    cluster query's peers, and must stop waiting when it passes."""
+    return _current.get()

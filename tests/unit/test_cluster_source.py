@@ -503,3 +503,60 @@ def test_internal_routes_answer_400_for_patterns_past_their_limits():
     for body in ({"pattern": "a" * 40_000}, {"pattern": "x." + "{a,b}" * 16}, {"pattern": 7}):
         r = c.post("/internal/find", content=msgpack.packb(body))
         assert r.status_code == 400, (body, r.status_code, r.content[:200])
+
+
+def _dribbling_peer(partitions: list[int], seconds: float) -> Server:
+    """A ready peer (real HTTP server) whose /internal answers arrive a byte every 0.2 s for `seconds`: each
+    read is quick, so no read timeout ever fires, but the whole answer takes as long as the peer likes."""
+    import asyncio
+
+    from fastapi.responses import StreamingResponse
+
+    app = FastAPI()
+
+    @app.get("/node")
+    def node() -> dict:
+        return {
+            "name": "slow",
+            "primary": False,
+            "state": "NodeReady",
+            "priority": 0,
+            "partitions": partitions,
+        }
+
+    @app.post("/internal/{op}")
+    async def internal(op: str) -> StreamingResponse:
+        async def dribble():
+            t_end = time.monotonic() + seconds
+            while time.monotonic() < t_end:
+                yield b" "
+                await asyncio.sleep(0.2)
+
+        return StreamingResponse(dribble(), media_type="application/x-msgpack")
+
+    return Server(app)
+
+
+def test_a_dribbling_peer_is_abandoned_at_the_render_deadline():
+    from metrictank.query.limits import QueryLimits
+
+    peer = _dribbling_peer([2, 3], seconds=20)
+    cs = ClusterSource(StaticSource(A_DATA), [0, 1], 4, [peer.url], timeout=1.0, query_timeout=2.0)
+    app = FastAPI()
+    app.include_router(graphite_router(lambda: cs, limits=QueryLimits(query_timeout=2.0)))
+    try:
+        t0 = time.monotonic()
+        r = _render(TestClient(app), "app.*.cpu")
+        took = time.monotonic() - t0
+        assert r.status_code == 503, r.text
+        assert "timed out" in r.text
+        assert took < 5.0, f"the render waited {took:.1f}s for a peer past its 2 s deadline"
+        assert cs.peer_timeouts == 1 and cs.peer_failures == 0  # slow is not failed: not marked down
+        # outside a render (find), the fan-out is held to query-timeout as a whole
+        t0 = time.monotonic()
+        with pytest.raises(QueryError) as e:
+            cs.find(1, "app.*")
+        assert e.value.status == 503 and time.monotonic() - t0 < 5.0
+    finally:
+        cs.close()
+        peer.stop()
