@@ -271,7 +271,7 @@ def render(
         bound.update(validate(tree))
     ctx = EvalContext(source, org, f + 1, u + 1, max_data_points, None, now, tz)
     ev = _Evaluator(source, org, bound, limits, deadline)
-    with deadline_scope(deadline, ev.points):
+    with deadline_scope(deadline, ev.points, limits):
         fetches: list[tuple[str, tuple[str, ...] | None, EvalContext]] = []
         for tree in trees:
             ev.plan(tree, ctx, fetches)

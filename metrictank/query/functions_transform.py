@@ -39,7 +39,7 @@ from .functions import (
     register,
 )
 from .functions_filter import check_percent, series_aggregate, series_percentile
-from .limits import charge_points
+from .limits import charge_points, current_limits
 from .parser import Literal, find_calls, parse_target
 from .series import Series
 from .timeparse import parse_duration, parse_offset, parse_time
@@ -646,7 +646,8 @@ def alias_query(
             query = rx.sub(replace, s.target)
         except PatternError as e:
             raise QueryError(f"aliasQuery: {e}") from None
-        tree = parse_target(query)
+        lim = current_limits()  # the request's own: the rewritten query is a target like the others
+        tree = parse_target(query, lim.max_nesting_depth, lim.max_target_length)
         if any(c.name == "aliasQuery" for c in find_calls(tree)):
             raise QueryError(f"aliasQuery: the query {query!r} must not itself use aliasQuery")
         found = inv.evaluate(tree, inv.outer)

@@ -34,6 +34,7 @@ __all__ = [
     "charge_points",
     "check_deadline",
     "current_deadline",
+    "current_limits",
     "deadline_scope",
 ]
 
@@ -113,16 +114,23 @@ _current: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("quer
 _budget: contextvars.ContextVar[PointBudget | None] = contextvars.ContextVar("query_budget", default=None)
 
 
+_limits: contextvars.ContextVar[QueryLimits | None] = contextvars.ContextVar("query_limits", default=None)
+
+
 @contextmanager
-def deadline_scope(deadline: Deadline | None, budget: PointBudget | None = None) -> Iterator[None]:
-    """Make `deadline` (and `budget`) the ones `check_deadline()` and `charge_points()` see in this thread
-    (context) while the block runs: how they reach a source's fetch loop or a function's allocation without a
-    parameter on every `SeriesSource` method and function."""
+def deadline_scope(
+    deadline: Deadline | None, budget: PointBudget | None = None, limits: QueryLimits | None = None
+) -> Iterator[None]:
+    """Make `deadline` (and `budget`, `limits`) the ones `check_deadline()`, `charge_points()` and
+    `current_limits()` see in this thread (context) while the block runs: how they reach a source's fetch loop
+    or a function's allocation without a parameter on every `SeriesSource` method and function."""
     token = _current.set(deadline)
     btoken = _budget.set(budget)
+    ltoken = _limits.set(limits)
     try:
         yield
     finally:
+        _limits.reset(ltoken)
         _budget.reset(btoken)
         _current.reset(token)
 
@@ -146,3 +154,9 @@ def current_deadline() -> Deadline | None:
     """The current request's deadline (None outside a render): for work that waits on others, such as a
     cluster query's peers, and must stop waiting when it passes."""
     return _current.get()
+
+
+def current_limits() -> QueryLimits:
+    """The current request's limits (the defaults outside a render): for a function that parses a target it
+    made itself (aliasQuery), which must be held to the same limits as the request's own targets."""
+    return _limits.get() or QueryLimits()

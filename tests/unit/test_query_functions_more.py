@@ -626,3 +626,20 @@ def test_glob_question_mark_is_exactly_one_character(src) -> None:
     # Graphite's meaning, as docs/http-api.md says; Metrictank's index would also match x.1, x.1a and x.1ab
     assert one(src, "countSeries(x.1???)") == ("countSeries(x.1???)", TS, [1] * 5)
     assert names(src, "x.1?") == ["x.1a"]
+
+
+def test_alias_query_rewritten_query_is_held_to_the_request_limits(src) -> None:
+    from metrictank.query.limits import QueryLimits
+
+    tight = QueryLimits(max_target_length=200, max_nesting_depth=3)
+    ok = r"aliasQuery(a.b.c, 'a.b.c', 'val.a', 'x%g')"
+    assert [s.target for s in render([ok], 0, 50, 0, src, now=1000, limits=tight)] == ["x12.6"]
+    # every match replaced by 300 copies of itself: a rewritten query past the request's max-target-length
+    blowup = r"aliasQuery(a.b.c, '(.+)', '" + r"\1" * 60 + "', 'x%g')"
+    with pytest.raises(QueryError) as e:
+        render([blowup], 0, 50, 0, src, now=1000, limits=tight)
+    assert e.value.status == 400 and "max-target-length" in str(e.value)
+    deep = r"aliasQuery(a.b.c, 'a.b.c', 'scale(scale(scale(scale(val.a, 1), 1), 1), 1)', 'x%g')"
+    with pytest.raises(QueryError) as e:
+        render([deep], 0, 50, 0, src, now=1000, limits=tight)
+    assert e.value.status == 400 and "max-nesting-depth" in str(e.value)
