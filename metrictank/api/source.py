@@ -80,10 +80,7 @@ class InstanceSource:
         return self.index.tags(org, filter)
 
     def tag_values(self, org: int, tag: str, filter: str | None) -> dict[str, int]:  # noqa: A002
-        out = {}
-        for v in self.index.tag_values(org, tag, filter):
-            out[v] = len(self.index.find_by_tags(org, [f"{tag}={v}"])) if tag != "name" else 1
-        return out
+        return self.index.tag_value_counts(org, tag, filter)
 
     def autocomplete_tags(self, org: int, prefix: str, exprs: Sequence[str], limit: int) -> list[str]:
         try:

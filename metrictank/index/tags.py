@@ -195,7 +195,8 @@ def _rows(p: Posting | None) -> np.ndarray:
     return np.frombuffer(p, np.int32).astype(np.int64)  # type: ignore[arg-type]
 
 
-def _size(p: Posting | None) -> int:
+def posting_size(p: Posting | None) -> int:
+    """The number of series (rows) in a posting."""
     if p is None:
         return 0
     return 1 if p.__class__ is int else len(p)  # type: ignore[arg-type]
@@ -335,7 +336,7 @@ def _pick_selector(idx: OrgTags, exprs: list[Expr]) -> Expr | None:
         if e.op == MATCH_NONE or values is None:
             return None
         if e.op == EQ:
-            n = _size(values.get(e.value))
+            n = posting_size(values.get(e.value))
             if n == 0:
                 return None
             cost = n
@@ -370,7 +371,7 @@ def _narrow(
         # decide per distinct value, then combine postings when that touches fewer rows than testing
         # each candidate would
         chosen = [p for v, p in values.items() if e.passes(v) != absent_passes]
-        if sum(_size(p) for p in chosen) <= 8 * cand.size:
+        if sum(posting_size(p) for p in chosen) <= 8 * cand.size:
             hit = np.isin(cand, _union(chosen))
             return cand[~hit] if absent_passes else cand[hit]
     cache: dict[str | None, bool] = {}

@@ -233,3 +233,10 @@ def test_limit_zero_means_unlimited_and_bad_filter_is_a_query_error(tagged):
         tagged.tags(1, "(")
     with pytest.raises(TagQueryError):
         tagged.tag_values(1, "host", "[")
+
+
+def test_tag_value_counts_in_one_pass_match_a_query_per_value(tagged) -> None:
+    for tag in ("host", "name", "dc", "nope"):
+        for flt in (None, "^web", "1"):
+            want = {v: len(tagged.find_by_tags(1, [f"{tag}={v}"])) for v in tagged.tag_values(1, tag, flt)}
+            assert tagged.tag_value_counts(1, tag, flt) == want, (tag, flt)
