@@ -430,6 +430,27 @@ OPTIONS: tuple[Option, ...] = (
     _o("cluster", "name", "str", "metrictank", "Cluster name."),
     _o(
         "cluster",
+        "role",
+        "str",
+        "all",
+        "all: ingest, persist when primary, answer queries. write: ingest and persist when primary, never answer "
+        "Graphite queries (404 pointing to the read nodes). read: ingest the same partitions, keep only the last "
+        "read-window in memory, answer queries from memory and the store, never write the store and never "
+        "become primary.",
+        _one_of("all", "write", "read"),
+    ),
+    _o(
+        "cluster",
+        "read-window",
+        "duration",
+        1800.0,
+        "A read node keeps in memory only the chunks that cover this window (the open chunk plus enough closed "
+        "ones, at least two per archive, never more than numchunks); older data is read from the store. Size it "
+        "to the writers' persist lag plus a margin: a chunk must be saved before it leaves a reader's memory.",
+        _positive,
+    ),
+    _o(
+        "cluster",
         "primary-node",
         "bool",
         False,
@@ -868,6 +889,12 @@ def _check_cross(values: dict[str, dict[str, Any]]) -> None:
         )
     if c["failover"] == "auto" and not c["lease"]:
         raise ConfigError("cluster.failover: auto needs cluster.lease = true")
+    if c["role"] == "read" and c["primary-node"]:
+        raise ConfigError("cluster.primary-node: a read node (cluster.role = read) never becomes primary")
+    if c["role"] == "read" and c["failover"] == "auto":
+        raise ConfigError(
+            "cluster.failover: auto makes nodes promote themselves; a read node (cluster.role = read) never does"
+        )
 
 
 def reference_markdown() -> str:

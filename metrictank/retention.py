@@ -22,9 +22,10 @@ parse fails with a :class:`RetentionError` naming the file, section and key.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from metrictank.chunk import SPANS
@@ -290,6 +291,22 @@ class Schemas:
                         s.reorder_allow_update,
                     )
                 )
+
+    def with_memory_window(self, seconds: float) -> Schemas:
+        """The same schemas with each archive's numchunks cut to what covers `seconds` (the open chunk plus
+        ceil(seconds / chunkspan) closed ones, at least 2, at most the configured numchunks): a read node's
+        memory holds only what the writers may not have saved yet; queries read the rest from the store."""
+
+        def cut(s: Schema) -> Schema:
+            rets = tuple(
+                replace(r, numchunks=max(2, min(r.numchunks, 1 + math.ceil(seconds / r.chunkspan))))
+                if r.numchunks > 2
+                else r
+                for r in s.retentions
+            )
+            return replace(s, retentions=rets)
+
+        return Schemas([cut(s) for s in self.schemas], cut(self.default))
 
     @classmethod
     def parse(cls, text: str, source: str = "<storage-schemas>") -> Schemas:

@@ -126,6 +126,8 @@ class ClusterSource:
             return None
         if not isinstance(node, dict) or node.get("state") != NodeState.READY:
             return None
+        if node.get("role") == "write":  # does not answer queries (cluster.role = write)
+            return None
         try:
             return ReadyPeer(
                 url, int(node.get("priority", 0)), frozenset(int(p) for p in node.get("partitions") or [])

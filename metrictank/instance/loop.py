@@ -268,6 +268,11 @@ class IngestLoop:
             ("reason",),
         )
         stats.counter("tank.points_added", "points added to the tank", lambda: tank.points_added)
+        stats.gauge(
+            "tank.chunks_in_ring",
+            "closed chunks held in memory (a read node holds only its read-window)",
+            lambda: tank.stats()["chunks_in_ring"],
+        )
         stats.counter(
             "input.kafka-mdm.batch_errors",
             "consumed batches whose ingest failed (skipped; see the log)",

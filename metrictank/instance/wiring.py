@@ -48,7 +48,10 @@ class Instance:
         self.name = cfg.instance
         self.admin_token = cfg.http.admin_token
 
+        self.role = cfg.cluster.role
         self.schemas = Schemas.load(cfg.retention.schemas_file or None)
+        if self.role == "read":  # memory for what the writers may not have saved yet; the store has the rest
+            self.schemas = self.schemas.with_memory_window(cfg.cluster.read_window)
         self.aggregations = Aggregations.load(cfg.retention.aggregations_file or None)
         self.index = MemoryIndex()
         self.tank = Tank(self.schemas, self.aggregations, clock=clock, row_of_id=self.index.row_of)
@@ -231,6 +234,8 @@ class Instance:
         )
 
     def _open_lease(self) -> Lease | None:
+        if self.role == "read":  # never writes, never competes for the right to
+            return None
         c = self.cfg.cluster
         if not c.lease:
             return None
@@ -339,10 +344,17 @@ class Instance:
 
         from metrictank.api import QueryLimits, create_app
 
+        writer = self.role == "write"
         app = create_app(
             self,
-            lambda: self.query_source,
-            local_source=lambda: self.local_source,
+            None if writer else (lambda: self.query_source),
+            local_source=None if writer else (lambda: self.local_source),
+            queries_refused=(
+                f"{self.name} is a write node (cluster.role = write): it does not answer queries; "
+                "ask a read node"
+            )
+            if writer
+            else None,
             query_limits=QueryLimits.from_config(self.cfg.http),
             graphite_fallback=self.graphite_fallback,
             max_request_body=self.cfg.http.max_request_body,
@@ -460,6 +472,11 @@ class Instance:
         """Blocking (peer calls): the HTTP API runs it in a worker thread, never on its event loop."""
         if self.node.primary:
             return True, []
+        if self.role == "read":  # not even with force: nothing about this node is set up to write
+            return False, [
+                "this is a read node (cluster.role = read): it never writes the store, so it cannot become "
+                "primary; promote a write node"
+            ]
         reasons = self.promotion_checks()
         if self.lease is not None and not force:
             try:
@@ -533,6 +550,7 @@ class Instance:
         out.update(
             {
                 "instance": self.name,
+                "role": self.role,
                 "promotionWait": round(self.node.promotion_wait(), 3),
                 "dataCompletePromotionWait": round(self.data_complete_wait(), 3),
                 "persistBacklogDone": self.node.persist_backlog_done,

@@ -118,6 +118,10 @@ def test_cli_config_check(tmp_path: Path):
         ({"MT_KAFKA_CLUSTER_TRUSTED_INSTANCES": "mt-1,re:(["}, "kafka-cluster.trusted-instances"),
         ({"MT_KAFKA_MDM_IN_BROKER_UNREACHABLE_TIMEOUT": "-1s"}, "kafka-mdm-in.broker-unreachable-timeout"),
         ({"MT_HTTP_MAX_REQUEST_BODY": "0"}, "http.max-request-body"),
+        ({"MT_CLUSTER_ROLE": "reader"}, "cluster.role"),
+        ({"MT_CLUSTER_ROLE": "read", "MT_CLUSTER_PRIMARY_NODE": "true"}, "cluster.primary-node"),
+        ({"MT_CLUSTER_ROLE": "read", "MT_CLUSTER_FAILOVER": "auto"}, "cluster.failover"),
+        ({"MT_CLUSTER_READ_WINDOW": "0s"}, "cluster.read-window"),
     ],
 )
 def test_bad_cluster_and_limit_settings_name_their_key(env, key):
