@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -828,8 +828,12 @@ def _convert(opt: Option, raw: Any, origin: str) -> Any:
     return value
 
 
-def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Load defaults, then the TOML file (if any), then `MT_*` environment overrides; validate everything.
+def load_config(
+    path: str | Path | Sequence[str | Path] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Load defaults, then the TOML file(s) (if any; a later file overrides an earlier one key by key, so a
+    shared base plus a per-instance fragment from `metrictank cluster plan` make one config), then `MT_*`
+    environment overrides; validate everything.
 
     Unknown sections and keys are errors rather than warnings: a typo in a key that decides who writes to
     Cassandra must not be silently ignored.
@@ -840,7 +844,8 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     }
     origins = {o.dotted: "default" for o in OPTIONS}
 
-    if path is not None:
+    paths = [] if path is None else [path] if isinstance(path, str | Path) else list(path)
+    for path in paths:
         p = Path(path)
         try:
             data = tomllib.loads(p.read_text())
