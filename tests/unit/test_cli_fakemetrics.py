@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import metrictank.fakemetrics as fm
-from metrictank import cli
+from metrictank.cli import fakemetrics as cli_fakemetrics
 from metrictank.cli import main
 from metrictank.schema import PARTITION_METHODS, classify_and_decode, partition, series_id
 
@@ -48,8 +48,8 @@ def _decode(messages):
 
 
 def test_cli_choices_match_the_library():
-    assert cli.SHAPES == fm.SHAPES
-    assert cli.PARTITIONERS == PARTITION_METHODS
+    assert cli_fakemetrics.SHAPES == fm.SHAPES
+    assert cli_fakemetrics.PARTITIONERS == PARTITION_METHODS
 
 
 @pytest.mark.parametrize("array_size", [1, 7])

@@ -9,7 +9,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from metrictank.cli import EXIT_REFUSED, EXIT_UNREACHABLE, cluster_problems, main, node_table
+from metrictank.cli import EXIT_REFUSED, EXIT_UNREACHABLE, main
+from metrictank.cli.cluster import cluster_problems
+from metrictank.cli.node import node_table
 
 NODE = {
     "name": "mt2",

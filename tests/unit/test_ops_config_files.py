@@ -9,7 +9,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from metrictank.cli import main, sample_toml
+from metrictank.cli import main
+from metrictank.cli.config import sample_toml
 from metrictank.config import OPTIONS, env_name, load_config
 from metrictank.retention import Aggregations, Schemas
 

@@ -16,7 +16,8 @@ import click
 import pytest
 import yaml
 
-from metrictank.cli import check_config, main
+from metrictank.cli import main
+from metrictank.cli.config import check_config
 from metrictank.config import load_config
 from metrictank.query.functions import FUNCTIONS
 from metrictank.query.parser import find_calls, parse_target

@@ -1,0 +1,94 @@
+"""`metrictank cluster`: every member as one node sees it, to spot a partition with two primaries or none
+before it costs data."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from metrictank.cli._common import EXIT_REFUSED, _get, _ranges, _role, _secs, _url_option
+
+
+@click.group()
+def cluster() -> None:
+    """Look at the whole cluster through one node."""
+
+
+def _lease(m: dict) -> str:
+    """The primary lease as this member last saw it: holder@epoch, `*` when it holds a valid lease itself,
+    `!` when it is a primary that cannot prove its lease (fenced)."""
+    f = m.get("failover") or {}
+    lease = f.get("lease")
+    if not lease:
+        return "-"
+    if not lease.get("holder"):
+        return f"free@{lease.get('epoch', 0)}"
+    mark = "*" if lease.get("valid") else ("!" if f.get("fenced") else "")
+    return f"{lease['holder']}@{lease.get('epoch', 0)}{mark}"
+
+
+def cluster_problems(members: list[dict]) -> list[str]:
+    """Partitions with two reachable primaries (both write) or with none (nothing is saved)."""
+    primaries: dict[int, list[str]] = {}
+    seen: set[int] = set()
+    for m in members:
+        if not m.get("reachable", True):
+            continue
+        for p in m.get("partitions") or []:
+            seen.add(int(p))
+            if m.get("primary"):
+                primaries.setdefault(int(p), []).append(str(m.get("name", m.get("url", "?"))))
+    out = []
+    double = {p: names for p, names in primaries.items() if len(names) > 1}
+    if double:
+        for names in sorted({tuple(v) for v in double.values()}):
+            parts = [p for p, v in double.items() if tuple(v) == names]
+            out.append(f"partitions {_ranges(parts)} have more than one primary: {', '.join(names)}")
+    orphan = sorted(seen - set(primaries))
+    if orphan:
+        out.append(f"partitions {_ranges(orphan)} have no reachable primary: their chunks are not saved")
+    return out
+
+
+@cluster.command("members")
+@_url_option
+@click.option("--json", "as_json", is_flag=True, help="Print GET /cluster as JSON.")
+def cluster_members(url: str, as_json: bool) -> None:
+    """List the node and its configured peers: name, URL, role, state, priority, waits, partitions.
+
+    Exits 1 when a partition has two primaries or none among the reachable members.
+
+    \b
+    Example:
+      metrictank cluster members --url http://10.0.0.2:6060
+    """
+    c = _get(url, "/cluster")
+    members = [dict(c.get("self", {}), url=url.rstrip("/"), reachable=True)] + list(c.get("peers", []))
+    problems = cluster_problems(members)
+    if as_json:
+        click.echo(json.dumps({**c, "problems": problems}, indent=2))
+    else:
+        header = ("NAME", "URL", "ROLE", "STATE", "PRIORITY", "DATA-WAIT", "LEASE", "PARTITIONS")
+        rows = [header]
+        for m in members:
+            reachable = m.get("reachable", True)
+            rows.append(
+                (
+                    str(m.get("name", "?")),
+                    str(m.get("url", "")),
+                    _role(m) if reachable else "-",
+                    str(m.get("state", "-")),
+                    str(m.get("priority", "-")) if reachable else "-",
+                    _secs(m.get("dataCompletePromotionWait")) if reachable else "-",
+                    _lease(m) if reachable else "-",
+                    _ranges(m.get("partitions") or []) if reachable else m.get("error", ""),
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+        for r in rows:
+            click.echo("  ".join(f"{v:<{w}}" for v, w in zip(r, widths, strict=False)) + "  " + r[-1])
+        for p in problems:
+            click.echo(f"WARNING: {p}", err=True)
+    sys.exit(EXIT_REFUSED if problems else 0)
