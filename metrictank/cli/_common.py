@@ -21,7 +21,7 @@ def _fail(msg: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def _load(path: str | None):
+def _load(path: str | list[str] | None):
     try:
         return load_config(path)
     except ConfigError as e:

@@ -92,3 +92,64 @@ def cluster_members(url: str, as_json: bool) -> None:
         for p in problems:
             click.echo(f"WARNING: {p}", err=True)
     sys.exit(EXIT_REFUSED if problems else 0)
+
+
+@cluster.command("plan")
+@click.option("--partitions", type=int, required=True, help="Partitions of the data topic.")
+@click.option("--writers", type=int, required=True, help="Write nodes (sets of --write-replication).")
+@click.option("--readers", type=int, required=True, help="Read nodes (groups of --replication).")
+@click.option("--replication", type=int, required=True, help="Readers per partition.")
+@click.option(
+    "--write-replication", type=int, default=2, show_default=True, help="Writers per partition set."
+)
+@click.option(
+    "--policy", type=click.Choice(["constant-no-overlap"]), default="constant-no-overlap", show_default=True
+)
+@click.option(
+    "--url-template",
+    default="http://{name}:6060",
+    show_default=True,
+    help="Each instance's HTTP base URL, for peer lists; {name} is the instance name.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Write <name>.toml (for `run --config base.toml --config <name>.toml`) and <name>.env (for systemd "
+    "EnvironmentFile=) per instance into this directory.",
+)
+def cluster_plan(
+    partitions: int,
+    writers: int,
+    readers: int,
+    replication: int,
+    write_replication: int,
+    policy: str,
+    url_template: str,
+    out_dir: str | None,
+) -> None:
+    """Assign partitions to write and read nodes; refuse a plan that leaves a partition without its readers or
+    a writer set without a standby (exit 2, with the reason).
+
+    \b
+    Example:
+      metrictank cluster plan --partitions 8 --writers 4 --readers 4 --replication 2 --out /etc/metrictank/plan
+    """
+    from pathlib import Path
+
+    from metrictank.cli._common import EXIT_USAGE, _fail
+    from metrictank.cluster.plan import PlanError, constant_no_overlap
+
+    try:
+        plan = constant_no_overlap(partitions, writers, readers, replication, write_replication)
+    except PlanError as e:
+        _fail(f"impossible plan: {e}", EXIT_USAGE)
+    url_of = {m.name: url_template.format(name=m.name) for m in plan.members}
+    click.echo(plan.table())
+    if out_dir:
+        d = Path(out_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        for m in plan.members:
+            (d / f"{m.name}.toml").write_text(m.toml(url_of))
+            (d / f"{m.name}.env").write_text(m.env(url_of))
+        click.echo(f"wrote {len(plan.members)} fragments (.toml and .env) to {d}", err=True)

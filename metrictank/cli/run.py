@@ -12,8 +12,14 @@ from metrictank.cli._common import _load
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML configuration file.")
-def run(config_path: str | None) -> None:
+@click.option(
+    "--config",
+    "config_paths",
+    type=click.Path(dir_okay=False),
+    multiple=True,
+    help="TOML configuration file; repeat it to layer files (a later one overrides an earlier one key by key).",
+)
+def run(config_paths: tuple[str, ...]) -> None:
     """Run an instance in the foreground; SIGTERM demotes it, drains writes and exits.
 
     Under systemd (Type=notify) it reports READY=1 once the node is ready, pings the watchdog and sends
@@ -23,8 +29,9 @@ def run(config_path: str | None) -> None:
     Examples:
       metrictank run --config /etc/metrictank/mt1.toml
       MT_CLUSTER_PRIMARY_NODE=true metrictank run --config mt.toml
+      metrictank run --config base.toml --config plan/read-0.toml   # a fragment of `cluster plan`
     """
-    cfg = _load(config_path)
+    cfg = _load(list(config_paths) or None)
     from metrictank.instance import Instance
     from metrictank.logsetup import setup_logging
     from metrictank.systemd import SystemdNotifier

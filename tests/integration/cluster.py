@@ -42,7 +42,13 @@ class InstanceProc:
     """A `metrictank run` child process with its own config."""
 
     def __init__(
-        self, tmp: Path, name: str, sections: dict[str, dict], token: str = "", port: int | None = None
+        self,
+        tmp: Path,
+        name: str,
+        sections: dict[str, dict],
+        token: str = "",
+        port: int | None = None,
+        fragment: str | None = None,
     ) -> None:
         self.name = name
         self.port = port or free_port()
@@ -61,13 +67,24 @@ class InstanceProc:
         for k, v in sections.items():
             base.setdefault(k, {}).update(v)
         self.cfg = write_config(tmp / f"{name}.toml", base, {"instance": name})
+        self.configs = [str(self.cfg)]
+        if fragment is not None:  # layered over the base, as `run --config base --config fragment` does
+            frag = tmp / f"{name}.fragment.toml"
+            frag.write_text(fragment)
+            self.configs.append(str(frag))
         self.log_path = tmp / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> InstanceProc:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "metrictank.cli", "run", "--config", str(self.cfg)],
+            [
+                sys.executable,
+                "-m",
+                "metrictank.cli",
+                "run",
+                *(a for c in self.configs for a in ("--config", c)),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
