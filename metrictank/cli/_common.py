@@ -91,7 +91,10 @@ def _secs(v: Any) -> str:
 
 
 def _role(n: dict) -> str:
-    return "primary" if n.get("primary") else "secondary"
+    """primary/secondary, and the node's cluster.role when it is not the default `all` (e.g. `secondary/read`)."""
+    kind = "primary" if n.get("primary") else "secondary"
+    role = n.get("role")
+    return f"{kind}/{role}" if isinstance(role, str) and role not in ("", "all") else kind
 
 
 # --- the store a tool opens (schema, store) --------------------------------------------------------------------
