@@ -253,48 +253,21 @@ def _admin(rng: random.Random) -> Req:
         )
         return Req("admin-unauthorized", "POST", "/node", data=fields, headers=bad, expect=(401,))
     # the right token with bodies that must be refused (a demotion is never generated: it would be obeyed)
+    json_bodies = [
+        b"[" * 100_000 + b"]" * 100_000,  # nested 100k deep
+        json.dumps({"primary": "x" * 1_000_000}).encode(),
+        b"{not json",
+        b"\xff\xfe\x00" * 1000,
+    ]
     choice = rng.randrange(8)
     if choice == 0:
         return Req("admin-bad-body", "POST", "/node", data={"primary": "maybe"}, headers=good, expect=(400,))
     if choice == 1:
         return Req("admin-bad-body", "POST", "/node", data={"force": "true"}, headers=good, expect=(422,))
-    if choice == 2:
-        body = b"[" * 100_000 + b"]" * 100_000
+    if choice < 6:
+        headers = {**good, "Content-Type": "application/json"}
         return Req(
-            "admin-bad-body",
-            "POST",
-            "/node",
-            content=body,
-            headers={**good, "Content-Type": "application/json"},
-            expect=(400,),
-        )
-    if choice == 3:
-        body = json.dumps({"primary": "x" * 1_000_000}).encode()
-        return Req(
-            "admin-bad-body",
-            "POST",
-            "/node",
-            content=body,
-            headers={**good, "Content-Type": "application/json"},
-            expect=(400,),
-        )
-    if choice == 4:
-        return Req(
-            "admin-bad-body",
-            "POST",
-            "/node",
-            content=b"{not json",
-            headers={**good, "Content-Type": "application/json"},
-            expect=(400,),
-        )
-    if choice == 5:
-        return Req(
-            "admin-bad-body",
-            "POST",
-            "/node",
-            content=b"\xff\xfe\x00" * 1000,
-            headers={**good, "Content-Type": "application/json"},
-            expect=(400,),
+            "admin-bad-body", "POST", "/node", content=json_bodies[choice - 2], headers=headers, expect=(400,)
         )
     if choice == 6:
         return Req(

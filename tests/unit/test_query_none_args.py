@@ -6,15 +6,11 @@ found by the hostile-HTTP reliability scenario)."""
 
 from __future__ import annotations
 
-import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from metrictank.query.functions import FUNCTIONS
-from metrictank.query.http import graphite_router
-from metrictank.query.limits import QueryLimits
 
-from .test_query_fuzz import _SRC, DEADLINE, NOW
+from .test_query_fuzz import client  # noqa: F401 - the fixture: the fuzz test's app and limits
 
 SERIES = "servers.*.cpu"
 FILL = {
@@ -32,16 +28,6 @@ FILL = {
     "string": "'x'",
     "tag": "'dc'",
 }
-
-
-@pytest.fixture(scope="module")
-def client() -> TestClient:
-    app = FastAPI()
-    limits = QueryLimits(
-        max_points_per_req_soft=20_000, max_points_per_req_hard=200_000, query_timeout=DEADLINE
-    )
-    app.include_router(graphite_router(lambda: _SRC, clock=lambda: NOW, limits=limits))
-    return TestClient(app)
 
 
 def _arg(p, none: bool) -> str:
@@ -65,7 +51,7 @@ def _targets() -> list[str]:
     return out
 
 
-def test_none_in_every_position_of_every_function_is_not_a_server_error(client: TestClient) -> None:
+def test_none_in_every_position_of_every_function_is_not_a_server_error(client: TestClient) -> None:  # noqa: F811
     failures = []
     for target in _targets():
         r = client.get("/render", params={"target": target, "from": "-1h", "until": "now"})
@@ -75,7 +61,7 @@ def test_none_in_every_position_of_every_function_is_not_a_server_error(client: 
     assert len(_targets()) > 3 * len(FUNCTIONS)
 
 
-def test_required_number_given_none_names_the_argument(client: TestClient) -> None:
+def test_required_number_given_none_names_the_argument(client: TestClient) -> None:  # noqa: F811
     r = client.get("/render", params={"target": f"scale({SERIES}, None)"})
     assert r.status_code == 400
     assert "factor" in r.text and "number" in r.text
