@@ -451,6 +451,42 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _o(
         "cluster",
+        "color",
+        "str",
+        "",
+        "Read nodes: the color (a or b) of this node's read cluster. While the cluster's active color (set with "
+        '`metrictank cluster color set`) is the other one, it answers /readyz and GET / 503 "standby color", so a '
+        "load balancer sends queries to the active color only. Empty: always serves. Needs membership-topic.",
+        _one_of("", "a", "b"),
+    ),
+    _o(
+        "cluster",
+        "membership-topic",
+        "str",
+        "",
+        "Live membership: a compacted Kafka topic (cleanup.policy=compact; not metricpersist) on which every "
+        "instance announces itself each heartbeat and from which every node builds the member table (GET "
+        "/cluster/members) and the active read color. Without static peers, the alive members are the peers. "
+        "Empty: off.",
+    ),
+    _o(
+        "cluster",
+        "heartbeat",
+        "duration",
+        2.0,
+        "Membership heartbeat; a member is suspect after 3, gone after 10.",
+        _positive,
+    ),
+    _o(
+        "cluster",
+        "advertise-url",
+        "str",
+        "",
+        "This node's HTTP base URL as other nodes reach it, announced on the membership topic. Empty: "
+        "http://<listen address, or the host name when it listens on all addresses>:<port>.",
+    ),
+    _o(
+        "cluster",
         "primary-node",
         "bool",
         False,
@@ -894,6 +930,10 @@ def _check_cross(values: dict[str, dict[str, Any]]) -> None:
         )
     if c["failover"] == "auto" and not c["lease"]:
         raise ConfigError("cluster.failover: auto needs cluster.lease = true")
+    if c["color"] and not c["membership-topic"]:
+        raise ConfigError(
+            "cluster.color: colors are switched on the membership topic; set cluster.membership-topic"
+        )
     if c["role"] == "read" and c["primary-node"]:
         raise ConfigError("cluster.primary-node: a read node (cluster.role = read) never becomes primary")
     if c["role"] == "read" and c["failover"] == "auto":

@@ -89,7 +89,8 @@ def admin_router(backend: AdminBackend) -> APIRouter:
     def ready_answer() -> Response:
         if backend.is_ready():
             return PlainTextResponse("OK")
-        return PlainTextResponse("node not ready", status_code=503)
+        reason = getattr(backend, "not_ready_reason", None)
+        return PlainTextResponse(reason() if reason else "node not ready", status_code=503)
 
     @r.get("/", response_class=PlainTextResponse)
     async def index() -> Response:
@@ -143,6 +144,62 @@ def admin_router(backend: AdminBackend) -> APIRouter:
     @r.get("/cluster")
     def cluster() -> dict:
         return backend.cluster_json()
+
+    @r.get("/cluster/members")
+    def members() -> Response:
+        m = getattr(backend, "membership", None)
+        if m is None:
+            return JSONResponse(
+                {"error": "membership is off: set [cluster] membership-topic"}, status_code=404
+            )
+        return JSONResponse({"self": backend.name, "activeColor": m.active_color, "members": m.table()})
+
+    @r.delete("/cluster/members/{name}")
+    def remove_member(name: str, request: Request) -> Response:
+        if not authorized(request):
+            return PlainTextResponse(
+                "unauthorized: send Authorization: Bearer <admin-token>", status_code=401
+            )
+        m = getattr(backend, "membership", None)
+        if m is None:
+            return JSONResponse(
+                {"error": "membership is off: set [cluster] membership-topic"}, status_code=404
+            )
+        if name == backend.name:
+            return JSONResponse({"error": f"{name} is this node: remove a member from another node"}, 409)
+        if not m.remove(name):
+            return JSONResponse({"error": f"no member {name!r} in this node's table"}, status_code=404)
+        return PlainTextResponse("OK")
+
+    @r.get("/cluster/color")
+    def get_color() -> Response:
+        m = getattr(backend, "membership", None)
+        if m is None:
+            return JSONResponse(
+                {"error": "membership is off: set [cluster] membership-topic"}, status_code=404
+            )
+        return JSONResponse({"active": m.active_color})
+
+    @r.post("/cluster/color")
+    async def set_color(request: Request) -> Response:
+        if not authorized(request):
+            return PlainTextResponse(
+                "unauthorized: send Authorization: Bearer <admin-token>", status_code=401
+            )
+        m = getattr(backend, "membership", None)
+        if m is None:
+            return JSONResponse(
+                {"error": "membership is off: set [cluster] membership-topic"}, status_code=404
+            )
+        try:
+            fields = await _fields(request)
+        except _BadRequest as e:
+            return PlainTextResponse(str(e), status_code=400)
+        color = fields.get("color")
+        if not isinstance(color, str) or color not in ("", "a", "b"):
+            return PlainTextResponse("color: want a, b or empty (no active color)", status_code=400)
+        await run_in_threadpool(m.set_color, color)
+        return PlainTextResponse("OK")
 
     @r.get("/metrics")
     def metrics() -> Response:

@@ -76,7 +76,7 @@ class ClusterSource:
         local: SeriesSource,
         local_partitions: Iterable[int],
         total_partitions: int,
-        peers: Sequence[str],
+        peers: Sequence[str] | Callable[[], Sequence[str]],
         timeout: float = 2.0,
         query_timeout: float = 60.0,
         refresh_interval: float = 2.0,
@@ -87,7 +87,8 @@ class ClusterSource:
         self.local_partitions = frozenset(int(p) for p in local_partitions)
         self.total_partitions = int(total_partitions)
         self.remote_partitions = frozenset(range(self.total_partitions)) - self.local_partitions
-        self.peers = [p.rstrip("/") for p in peers]
+        # a list, or a function giving the current one (live membership); asked at every refresh
+        self._peers = peers if callable(peers) else [p.rstrip("/") for p in peers]
         self.timeout = timeout
         self.query_timeout = query_timeout
         self.refresh_interval = refresh_interval
@@ -97,7 +98,7 @@ class ClusterSource:
             timeout=httpx.Timeout(query_timeout, connect=timeout, pool=timeout)
         )
         self._pool = ThreadPoolExecutor(
-            max_workers=max(4, min(32, 2 * len(self.peers))), thread_name_prefix="peer"
+            max_workers=16 if callable(peers) else max(4, min(32, 2 * len(peers))), thread_name_prefix="peer"
         )
         self._lock = threading.Lock()
         self._refresh_done = threading.Condition(self._lock)
@@ -110,6 +111,12 @@ class ClusterSource:
         self.peer_timeouts = (
             0  # peer requests abandoned at the query's deadline (the peer is not marked down)
         )
+
+    @property
+    def peers(self) -> list[str]:
+        if callable(self._peers):
+            return [p.rstrip("/") for p in self._peers()]
+        return self._peers
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
@@ -150,7 +157,8 @@ class ClusterSource:
         if mine:
             found: list[ReadyPeer | None] = []
             try:
-                found = list(self._pool.map(self._node, self.peers)) if self.peers else []
+                peers = self.peers
+                found = list(self._pool.map(self._node, peers)) if peers else []
             finally:
                 with self._lock:
                     self._ready = [p for p in found if p is not None]

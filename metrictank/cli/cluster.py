@@ -9,6 +9,7 @@ import sys
 import click
 
 from metrictank.cli._common import EXIT_REFUSED, _get, _ranges, _role, _secs, _url_option
+from metrictank.cli.node import _token, _token_options
 
 
 @click.group()
@@ -52,18 +53,23 @@ def cluster_problems(members: list[dict]) -> list[str]:
     return out
 
 
-@cluster.command("members")
+@cluster.group("members", invoke_without_command=True)
 @_url_option
 @click.option("--json", "as_json", is_flag=True, help="Print GET /cluster as JSON.")
-def cluster_members(url: str, as_json: bool) -> None:
-    """List the node and its configured peers: name, URL, role, state, priority, waits, partitions.
+@click.pass_context
+def cluster_members(ctx: click.Context, url: str, as_json: bool) -> None:
+    """List the node and its peers: name, URL, role, state, priority, waits, partitions; with live membership
+    (`[cluster] membership-topic`) also every member the topic knows: alive, suspect or gone.
 
     Exits 1 when a partition has two primaries or none among the reachable members.
 
     \b
-    Example:
+    Examples:
       metrictank cluster members --url http://10.0.0.2:6060
+      metrictank cluster members remove mt-old --url http://10.0.0.2:6060
     """
+    if ctx.invoked_subcommand is not None:
+        return
     c = _get(url, "/cluster")
     members = [dict(c.get("self", {}), url=url.rstrip("/"), reachable=True)] + list(c.get("peers", []))
     problems = cluster_problems(members)
@@ -89,9 +95,106 @@ def cluster_members(url: str, as_json: bool) -> None:
         widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
         for r in rows:
             click.echo("  ".join(f"{v:<{w}}" for v, w in zip(r, widths, strict=False)) + "  " + r[-1])
+        live = _live_members(url)
+        if live is not None:
+            click.echo("")
+            click.echo(f"live members (membership topic; active color: {live.get('activeColor') or '-'}):")
+            rows = [("NAME", "MEMBER", "AGE", "URL", "ROLE", "COLOR", "STATE", "PRIMARY", "PARTITIONS")]
+            for m in live.get("members", []):
+                rows.append(
+                    (
+                        str(m.get("name")),
+                        str(m.get("member")),
+                        f"{m.get('heartbeatAge', 0):.0f}s",
+                        str(m.get("url")),
+                        str(m.get("role")),
+                        str(m.get("color") or "-"),
+                        str(m.get("state")),
+                        "yes" if m.get("primary") else "",
+                        _ranges(m.get("partitions") or []),
+                    )
+                )
+            widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+            for r in rows:
+                click.echo("  ".join(f"{v:<{w}}" for v, w in zip(r, widths, strict=True)).rstrip())
         for p in problems:
             click.echo(f"WARNING: {p}", err=True)
     sys.exit(EXIT_REFUSED if problems else 0)
+
+
+def _live_members(url: str) -> dict | None:
+    """GET /cluster/members, or None when the node has no membership topic (or is an older version)."""
+    import httpx
+
+    try:
+        r = httpx.get(url.rstrip("/") + "/cluster/members", timeout=10)
+    except httpx.HTTPError:
+        return None
+    return r.json() if r.status_code == 200 else None
+
+
+def _admin(method: str, url: str, path: str, token: str | None, **kw) -> None:
+    """An admin request whose answer is the exit status: 0 on 200, EXIT_REFUSED otherwise, with its message."""
+    import httpx
+
+    from metrictank.cli._common import EXIT_UNREACHABLE, _fail
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        r = httpx.request(method, url.rstrip("/") + path, headers=headers, timeout=30, **kw)
+    except httpx.HTTPError as e:
+        _fail(f"cannot reach {url}: {e}", EXIT_UNREACHABLE)
+    if r.status_code != 200:
+        _fail(f"{r.status_code}: {r.text.strip()}", EXIT_REFUSED)
+    click.echo(r.text.strip())
+
+
+@cluster_members.command("remove")
+@click.argument("name")
+@_url_option
+@_token_options
+def members_remove(name: str, url: str, token: str | None, token_file: str | None) -> None:
+    """Tombstone a member that will not return: every node drops it from its table (a live member that
+    announces itself again reappears).
+
+    \b
+    Example:
+      metrictank cluster members remove mt-old --url http://10.0.0.2:6060
+    """
+    _admin("DELETE", url, f"/cluster/members/{name}", _token(token, token_file))
+
+
+@cluster.group("color")
+def cluster_color() -> None:
+    """The active read color: read nodes of the other color answer /readyz 503 ("standby color")."""
+
+
+@cluster_color.command("show")
+@_url_option
+def color_show(url: str) -> None:
+    """Print the active color (`-`: none, every reader serves)."""
+    c = _get(url, "/cluster/color")
+    click.echo(c.get("active") or "-")
+
+
+@cluster_color.command("set")
+@click.argument("color", type=click.Choice(["a", "b", "none"]))
+@_url_option
+@_token_options
+def color_set(color: str, url: str, token: str | None, token_file: str | None) -> None:
+    """Make COLOR the active read color (`none`: every reader serves); every node follows within a heartbeat.
+
+    \b
+    Example:
+      metrictank cluster color set b --url http://10.0.0.2:6060
+    """
+    _admin(
+        "POST",
+        url,
+        "/cluster/color",
+        _token(token, token_file),
+        data={"color": "" if color == "none" else color},
+    )
 
 
 @cluster.command("plan")

@@ -17,6 +17,7 @@ from metrictank import __version__
 from metrictank.api.source import InstanceSource
 from metrictank.cluster.failover import Failover
 from metrictank.cluster.lease import CassandraLeases, Lease, SQLiteLeases, lease_name
+from metrictank.cluster.members import Membership
 from metrictank.cluster.node import Node, data_complete_wait
 from metrictank.cluster.peers import fetch_peers, parse_peers
 from metrictank.cluster.persist import PersistListener, PersistNotifier, max_future_for, parse_trust
@@ -87,7 +88,16 @@ class Instance:
             max_chunkspan=self.schemas.max_chunkspan(),
             clock=clock,
         )
-        self.peers = parse_peers(cfg.cluster.peers)
+        self.static_peers = parse_peers(cfg.cluster.peers)
+        self.membership: Membership | None = None
+        if cfg.cluster.membership_topic:
+            self.membership = Membership(
+                cfg.kafka_cluster.brokers or cfg.kafka_mdm_in.brokers,
+                cfg.cluster.membership_topic,
+                self.name,
+                self._announcement,
+                heartbeat=cfg.cluster.heartbeat,
+            )
 
         self.store = self._open_store()
         # the index in the store (Metrictank's cassandra-idx): loaded in start(), kept up to date by the handler
@@ -164,7 +174,7 @@ class Instance:
         self.store.set_on_saved(self._on_saved)
         self.local_source = InstanceSource(self.index, self.tank, self.store, self.schemas, self.lock, clock)
         self.query_source = self.local_source
-        if self.peers:
+        if self.static_peers or self.membership is not None:
             from metrictank.api.cluster_source import ClusterSource
 
             # partitions this node does not consume are read from ready peers (503 when none can serve them)
@@ -172,7 +182,7 @@ class Instance:
                 self.local_source,
                 self.partitions,
                 self.consumer.total_partitions,
-                self.peers,
+                self.static_peers or (lambda: self.peers),
                 timeout=cfg.cluster.peer_timeout,
             )
 
@@ -194,6 +204,41 @@ class Instance:
         self._server_thread: threading.Thread | None = None
         self._known_peers: set[str] = set()
         self._peer_watch_stop = threading.Event()
+
+    @property
+    def peers(self) -> list[str]:
+        """The static peer list; without one, the members alive on the membership topic."""
+        if self.static_peers or self.membership is None:
+            return self.static_peers
+        return self.membership.peer_urls()
+
+    def advertise_url(self) -> str:
+        url = self.cfg.cluster.advertise_url
+        if url:
+            return url.rstrip("/")
+        import socket
+
+        host = self.http_host if self.http_host not in ("", "0.0.0.0", "::") else socket.gethostname()
+        return f"http://{host}:{self.http_port}"
+
+    def _announcement(self) -> dict:
+        """What this node says about itself each heartbeat (cheap: flags and figures, no I/O)."""
+        return {
+            "url": self.advertise_url(),
+            "role": self.role,
+            "color": self.cfg.cluster.color,
+            "partitions": list(self.partitions),
+            "state": self.node.state,
+            "priority": self.node.priority,
+            "primary": self.node.primary,
+            "epoch": self.lease.epoch if self.lease is not None else 0,
+        }
+
+    def standby_color(self) -> bool:
+        """A read node of the color that is not the active one: alive, caught up, but not to be queried."""
+        m = self.membership
+        color = self.cfg.cluster.color
+        return m is not None and bool(color) and bool(m.active_color) and m.active_color != color
 
     # figures the integration tests and the CLI read
     @property
@@ -283,7 +328,10 @@ class Instance:
             self._start_http()
         if self.index_store is not None:
             self._load_index()
-        if self.listener is not None and self.peers:
+        if self.membership is not None:
+            self.membership.start()
+            self.membership.poll(timeout=1.0)  # the compacted backlog: members and the active color
+        if self.listener is not None and (self.static_peers or self.membership is not None):
             # learn the peers' names before the backlog, so their marks apply at once
             self.learn_peers(fetch_peers(self.peers, self.cfg.cluster.peer_timeout))
             threading.Thread(target=self._watch_peers, name="peer-watch", daemon=True).start()
@@ -390,6 +438,11 @@ class Instance:
         timeout = self.cfg.store.drain_timeout if drain_timeout is None else drain_timeout
         self.stop_event.set()
         self._peer_watch_stop.set()
+        if self.membership is not None:
+            try:
+                self.membership.stop()
+            except Exception as e:  # noqa: BLE001 - informative; the others must still stop
+                log.warning("membership stop failed: %s", e)
         if self.failover is not None:
             self.failover.stop()
         loop_wait = max(30.0, timeout)
@@ -431,7 +484,12 @@ class Instance:
 
     # --- admin backend -----------------------------------------------------------------------------------------
     def is_ready(self) -> bool:
-        return self.node.ready
+        return self.node.ready and not self.standby_color()
+
+    def not_ready_reason(self) -> str:
+        if self.standby_color():
+            return f"standby color: this node is color {self.cfg.cluster.color}, the active color is {self.membership.active_color}"  # type: ignore[union-attr]
+        return "node not ready"
 
     def data_complete_wait(self) -> float:
         tr = self.consumer.tracker
@@ -622,6 +680,8 @@ class Instance:
         )
         if self.failover is not None:
             self.failover.register_stats(s)
+        if self.membership is not None:
+            self.membership.register_stats(s)
         if self.graphite_fallback is not None:
             self.graphite_fallback.register_stats(s)
         s.counter("process.stats_read_errors", "metric families left out of a scrape", lambda: s.read_errors)
