@@ -269,8 +269,26 @@ def wait(cond: Callable[[], bool], timeout: float, what: str, proc: InstanceProc
             pass
         time.sleep(0.2)
     raise AssertionError(
-        f"timed out after {timeout}s waiting for {what}" + (f"\n{proc.tail()}" if proc else "")
+        f"timed out after {timeout}s waiting for {what}"
+        + (f"\n{diagnose(proc)}\n{proc.tail()}" if proc else "")
     )
+
+
+_DIAG = re.compile(
+    r"^metrictank_(cluster_notifier|store_|tank_persist|input_kafka_mdm_partition|cluster_lease|cluster_self)"
+)
+
+
+def diagnose(proc: InstanceProc) -> str:
+    """What a failed wait needs to be understood: the node's view and its persist, store and lag figures."""
+    try:
+        n = proc.node()
+        keep = ("state", "primary", "priority", "pendingWrites", "chunksQueued", "savedMarks", "failover")
+        lines = [f"node: { {k: n.get(k) for k in keep} }"]
+        lines += [ln for ln in scrape(proc.url).splitlines() if _DIAG.match(ln)]
+        return "\n".join(lines)
+    except Exception as e:  # noqa: BLE001 - diagnostics only
+        return f"(no diagnostics: {e!r})"
 
 
 def announced_chunks(kafka: str, topic: str) -> set[tuple[str, int]]:
