@@ -543,16 +543,19 @@ class PersistListener:
             return False
         self._last_stall_check = now
         tps = [TopicPartition(self.topic, p) for p in self.partitions]
-        behind = restart_stalled_fetchers(self._consumer, tps, self._first_to_read)
-        if not behind:
+        quiet = now - self._last_data
+
+        def warn(behind: list[int]) -> None:
+            log.warning(
+                "persist topic %s: no messages for %.0fs although partitions %s have unread ones; "
+                "restarting their fetchers",
+                self.topic,
+                quiet,
+                behind,
+            )
+
+        if not restart_stalled_fetchers(self._consumer, tps, self._first_to_read, warn):
             return False
-        log.warning(
-            "persist topic %s: no messages for %.0fs although partitions %s have unread ones; "
-            "restarting their fetchers",
-            self.topic,
-            now - self._last_data,
-            behind,
-        )
         self.fetch_restarts += 1
         self._last_data = now
         return True

@@ -320,6 +320,7 @@ def restart_stalled_fetchers(
     consumer: Consumer,
     tps: list[TopicPartition],
     first_to_read: Callable[[str, int, int, int], int],
+    before: Callable[[list[int]], None] | None = None,
 ) -> list[int]:
     """Re-assign `tps` at their current positions when the broker holds messages beyond them; returns the
     partitions that were behind (none: nothing done, also when the broker does not answer).
@@ -346,10 +347,9 @@ def restart_stalled_fetchers(
             behind.append(tp.partition)
         restart.append(TopicPartition(tp.topic, tp.partition, pos))
     if behind:
-        # everything client-side that keeps a fetcher idle is reset: its pause state (which even a new
-        # assignment keeps) and its fetch state (which assign() over the current assignment keeps)
-        consumer.resume(restart)
-        consumer.unassign()
+        if before is not None:
+            before(behind)  # logged first: should the client hang in what follows, the log says where
+        consumer.resume(restart)  # a paused partition stays paused across any re-assignment
         consumer.assign(restart)
     return behind
 
@@ -507,14 +507,17 @@ class DataConsumer:
             return False
         self._last_stall_check = now
         tps = [TopicPartition(t, p) for t in self.topics for p in self.partitions]
-        behind = restart_stalled_fetchers(self._consumer, tps, self._first_to_read)
-        if not behind:
+        quiet = now - self._last_data
+
+        def warn(behind: list[int]) -> None:
+            log.warning(
+                "no messages for %.0fs although partitions %s have unread messages; restarting their fetchers",
+                quiet,
+                behind,
+            )
+
+        if not restart_stalled_fetchers(self._consumer, tps, self._first_to_read, warn):
             return False
-        log.warning(
-            "no messages for %.0fs although partitions %s have unread messages; restarting their fetchers",
-            now - self._last_data,
-            behind,
-        )
         self.fetch_restarts += 1
         self._last_data = now
         return True

@@ -68,6 +68,7 @@ class IngestLoop:
         self.stop_event = threading.Event()
         self.stopped = threading.Event()
         self.running = False
+        self.last_turn = time.monotonic()  # when the loop last went round (a stuck loop must not look ready)
         self.pending_marks = PendingMarks()
         self._inbox: deque[list[tuple[str, int]]] = deque()  # saved marks handed over by the store's threads
         self.points_ingested = 0
@@ -131,6 +132,7 @@ class IngestLoop:
         self.running = True
         try:
             while not self.stop_event.is_set():
+                self.last_turn = time.monotonic()
                 self._apply_inbox()
                 batch = self.consumer.poll(timeout=0.1)
                 if batch.values:
@@ -146,6 +148,10 @@ class IngestLoop:
         finally:
             self.running = False
             self.stopped.set()
+
+    def stalled_for(self) -> float:
+        """Seconds since the loop last went round (0 when it is not running)."""
+        return max(0.0, time.monotonic() - self.last_turn) if self.running else 0.0
 
     def _step(self, name: str, fn: Callable[[], None]) -> None:
         try:
@@ -268,6 +274,11 @@ class IngestLoop:
             ("reason",),
         )
         stats.counter("tank.points_added", "points added to the tank", lambda: tank.points_added)
+        stats.gauge(
+            "process.main_loop_stalled_seconds",
+            "seconds since the main loop last went round (normally well under a second)",
+            self.stalled_for,
+        )
         stats.gauge(
             "tank.chunks_in_ring",
             "closed chunks held in memory (a read node holds only its read-window)",

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Instance"]
 
+MAIN_LOOP_STALL = 15.0  # seconds without a turn of the main loop after which the node is not ready
+
 
 class Instance:
     def __init__(self, cfg: Config, clock: Callable[[], float] = time.time) -> None:
@@ -484,9 +486,13 @@ class Instance:
 
     # --- admin backend -----------------------------------------------------------------------------------------
     def is_ready(self) -> bool:
-        return self.node.ready and not self.standby_color()
+        # the node's state is updated by the main loop: should the loop hang, the state would keep saying ready
+        return self.node.ready and not self.standby_color() and self.loop.stalled_for() < MAIN_LOOP_STALL
 
     def not_ready_reason(self) -> str:
+        stalled = self.loop.stalled_for()
+        if stalled >= MAIN_LOOP_STALL:
+            return f"main loop stalled for {stalled:.0f}s: not ingesting"
         if self.standby_color():
             return f"standby color: this node is color {self.cfg.cluster.color}, the active color is {self.membership.active_color}"  # type: ignore[union-attr]
         return "node not ready"
@@ -609,6 +615,7 @@ class Instance:
             {
                 "instance": self.name,
                 "role": self.role,
+                "mainLoopStalledSeconds": round(self.loop.stalled_for(), 1),
                 "promotionWait": round(self.node.promotion_wait(), 3),
                 "dataCompletePromotionWait": round(self.data_complete_wait(), 3),
                 "persistBacklogDone": self.node.persist_backlog_done,

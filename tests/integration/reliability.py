@@ -283,7 +283,17 @@ def diagnose(proc: InstanceProc) -> str:
     """What a failed wait needs to be understood: the node's view and its persist, store and lag figures."""
     try:
         n = proc.node()
-        keep = ("state", "primary", "priority", "pendingWrites", "chunksQueued", "savedMarks", "failover")
+        keep = (
+            "state",
+            "primary",
+            "priority",
+            "pendingWrites",
+            "chunksQueued",
+            "savedMarks",
+            "failover",
+            "mainLoopStalledSeconds",
+            "brokerReachable",
+        )
         lines = [f"node: { {k: n.get(k) for k in keep} }"]
         lines += [ln for ln in scrape(proc.url).splitlines() if _DIAG.match(ln)]
         return "\n".join(lines)
