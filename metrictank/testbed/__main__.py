@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from . import maven
-from .bed import Endpoints, ServerFailed, TestBed, default_dir, private_dir
+from .bed import Endpoints, ServerFailed, TestBed, default_dir, node_order, private_dir
 from .cassandra import ARTIFACT as CASSANDRA_ARTIFACT
 from .kafka import ARTIFACT as KAFKA_ARTIFACT
 
@@ -38,10 +38,14 @@ def _print_exports(env: dict[str, str]) -> None:
         print(f"export {k}={shlex.quote(v)}")
 
 
+def _nodes(args: argparse.Namespace) -> dict[str, int]:
+    return {"kafka_nodes": args.kafka_brokers, "cassandra_nodes": args.cassandra_nodes}
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     bed = TestBed(args.dir, detached=True)
     try:
-        ep = bed.start(**_wanted(args.only), timeout=args.timeout)
+        ep = bed.start(**_wanted(args.only), timeout=args.timeout, **_nodes(args))
     except ServerFailed as e:
         _err(f"testbed: FAILED: {e}")
         return 1
@@ -65,10 +69,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         if not status:
             print(f"no test bed recorded in {args.dir}")
-        for name, s in status.items():
+        for name, s in sorted(status.items(), key=lambda kv: node_order(kv[0])):
             health = "healthy" if s["healthy"] else ("running, NOT answering" if s["running"] else "stopped")
             print(
-                f"{name:10s} {s['address']:22s} pid {s['pid']:<8d} {health:24s} {s['version']}  log {s['log']}"
+                f"{name:12s} {s['address']:22s} pid {s['pid']:<8d} {health:24s} {s['version']}  log {s['log']}"
             )
     return 0 if status and all(s["healthy"] for s in status.values()) else 1
 
@@ -165,7 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if any(missing.values()):
             bed = TestBed(private_dir(Path(args.dir), "run"))
             try:
-                started = bed.start(**missing, timeout=args.timeout)
+                started = bed.start(**missing, timeout=args.timeout, **_nodes(args))
             except ServerFailed as e:
                 _err(f"testbed: FAILED: {e}")
                 return 1
@@ -187,6 +191,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                 _err(f"testbed: logs kept in {bed.dir}")
 
 
+def _count(v: str) -> int:
+    n = int(v)
+    if not 1 <= n <= 9:
+        raise argparse.ArgumentTypeError("must be 1..9 (node i runs on 127.0.0.i)")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -198,11 +209,27 @@ def build_parser() -> argparse.ArgumentParser:
     only.add_argument("--only", choices=["kafka", "cassandra"], help="start just one of the servers")
     timeout = argparse.ArgumentParser(add_help=False)
     timeout.add_argument("--timeout", type=float, default=240.0, help="seconds to wait (default %(default)s)")
+    nodes = argparse.ArgumentParser(add_help=False)
+    nodes.add_argument(
+        "--kafka-brokers",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="Kafka nodes (default %(default)s); N > 1: combined KRaft nodes on 127.0.0.1..N, an N-voter "
+        "quorum, replication min(3, N), min.insync.replicas one less",
+    )
+    nodes.add_argument(
+        "--cassandra-nodes",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="Cassandra nodes (default %(default)s); N > 1: a ring on 127.0.0.1..N, started one after the other",
+    )
 
     p = argparse.ArgumentParser(prog="python -m metrictank.testbed", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser(
-        "up", parents=[common, only, timeout], help="start (or reuse) a detached bed"
+        "up", parents=[common, only, timeout, nodes], help="start (or reuse) a detached bed"
     ).set_defaults(func=cmd_up)
     sub.add_parser("down", parents=[common, timeout], help="stop the bed in --dir").set_defaults(
         func=cmd_down
@@ -218,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run = sub.add_parser(
         "run",
-        parents=[common, only, timeout],
+        parents=[common, only, timeout, nodes],
         help="start a private bed (unless $METRICTANK_TEST_KAFKA/_CASSANDRA are set), run CMD, stop it",
     )
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")

@@ -2,6 +2,10 @@
 
 A bed lives in one directory. `start()` is idempotent per directory (healthy servers recorded in the
 state file are reused), so `up` can be repeated and a later `down` from another process finds the PIDs.
+
+One node of each by default. `kafka_nodes`/`cassandra_nodes` > 1 give a multi-node bed as production runs
+it: node i on loopback address 127.0.0.i (Linux routes all of 127/8 to `lo` without configuration), every
+node of a kind on the same ports, named "kafka-1", "kafka-2", ... in the state file and the endpoints.
 """
 
 from __future__ import annotations
@@ -15,21 +19,41 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from .cassandra import CassandraServer, cassandra_healthy
-from .kafka import KafkaServer, kafka_healthy
-from .process import free_ports, parse_hostport, pid_alive, stop_pid
-from .server import Server, ServerFailed, ServerState
+from .kafka import KafkaServer, kafka_healthy, random_cluster_id
+from .process import free_ports_on, parse_hostport, pid_alive, stop_pid
+from .server import HOST, Server, ServerFailed, ServerState
 
-__all__ = ["Endpoints", "TestBed", "ServerFailed", "default_dir", "parse_hostport", "private_dir"]
+__all__ = [
+    "Endpoints",
+    "TestBed",
+    "ServerFailed",
+    "default_dir",
+    "node_host",
+    "node_names",
+    "parse_hostport",
+    "private_dir",
+]
 
 STATE_FILE = "state.json"
 SERVER_CLASSES: dict[str, type[Server]] = {"cassandra": CassandraServer, "kafka": KafkaServer}
 START_ORDER = ("cassandra", "kafka")  # slowest first; Kafka's storage format then overlaps its boot
+
+
+def node_host(i: int, nodes: int) -> str:
+    """Address of node i (1-based) of a kind with `nodes` nodes: 127.0.0.1 alone, 127.0.0.i in a cluster."""
+    return HOST if nodes == 1 else f"127.0.0.{i}"
+
+
+def node_names(kind: str, nodes: int) -> list[str]:
+    """ "kafka" for a single node (the state file and directories of the default bed are unchanged), else
+    "kafka-1" ... "kafka-N"."""
+    return [kind] if nodes == 1 else [f"{kind}-{i}" for i in range(1, nodes + 1)]
 
 
 def _stderr(msg: str) -> None:
@@ -61,14 +85,25 @@ def private_dir(base: Path, prefix: str) -> Path:
     return base / f"{prefix}-{os.getpid()}"
 
 
+def node_order(name: str) -> tuple[str, int]:
+    kind, _, i = name.partition("-")
+    return kind, int(i) if i.isdigit() else 0
+
+
+def _wait_ready(srv: Server, deadline: float) -> tuple[float, float]:
+    """(seconds from launch to ready, the monotonic time it was ready)."""
+    return srv.wait_ready(deadline), time.monotonic()
+
+
 @dataclass(frozen=True)
 class Endpoints:
     """Where the servers answer; `None` for a server that is not part of this bed."""
 
-    kafka: str | None = None
+    kafka: str | None = None  # "host:port", or "h1:p,h2:p,h3:p" for a multi-node bed
     cassandra: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
-    ready_seconds: dict[str, float] = field(default_factory=dict)
+    ready_seconds: dict[str, float] = field(default_factory=dict)  # per kind, and per node of a cluster
+    nodes: dict[str, str] = field(default_factory=dict)  # server name -> address
 
     def env(self) -> dict[str, str]:
         """The variables `run` and `env` hand to commands (tests read the METRICTANK_TEST_* ones)."""
@@ -136,12 +171,19 @@ class TestBed:
         return {k: s for k, s in self.load_state().items() if s.ready_seconds > 0 and s.alive()}
 
     def endpoints(self) -> Endpoints:
-        servers = self.running()
+        servers = dict(sorted(self.running().items(), key=lambda kv: node_order(kv[0])))
+        by_kind: dict[str, list[ServerState]] = {}
+        for s in servers.values():
+            by_kind.setdefault(s.kind, []).append(s)
+        ready = {k: s.ready_seconds for k, s in servers.items()}
+        for kind, ss in by_kind.items():  # a ring starts node after node: its time is the last node's
+            ready[kind] = max(s.extra.get("bed_ready_seconds", s.ready_seconds) for s in ss)
         return Endpoints(
-            kafka=servers["kafka"].address if "kafka" in servers else None,
-            cassandra=servers["cassandra"].address if "cassandra" in servers else None,
-            versions={k: s.version for k, s in servers.items()},
-            ready_seconds={k: s.ready_seconds for k, s in servers.items()},
+            kafka=",".join(s.address for s in by_kind["kafka"]) if "kafka" in by_kind else None,
+            cassandra=",".join(s.address for s in by_kind["cassandra"]) if "cassandra" in by_kind else None,
+            versions={kind: ss[0].version for kind, ss in by_kind.items()},
+            ready_seconds=ready,
+            nodes={k: s.address for k, s in servers.items()},
         )
 
     def status(self) -> dict[str, dict]:
@@ -149,85 +191,151 @@ class TestBed:
         out = {}
         for name, s in self.load_state().items():
             alive = s.alive()
-            if not alive:
-                healthy = False
-            elif name == "kafka":
-                healthy = kafka_healthy(s.address)
-            else:
-                healthy = cassandra_healthy(s.address) is not None
+            healthy = alive and self._healthy(s)
             out[name] = {"address": s.address, "pid": s.pid, "running": alive, "healthy": healthy}
             out[name].update(version=s.version, log=s.log, ready_seconds=s.ready_seconds)
         return out
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(
-        self, kafka: bool = True, cassandra: bool = True, timeout: float = 240.0, partial_ok: bool = False
+        self,
+        kafka: bool = True,
+        cassandra: bool = True,
+        timeout: float = 240.0,
+        partial_ok: bool = False,
+        *,
+        kafka_nodes: int = 1,
+        cassandra_nodes: int = 1,
     ) -> Endpoints:
         """Start (or reuse) the requested servers; they are ready to serve clients when this returns.
 
         On failure every server this call started is stopped again and ServerFailed raised, unless
-        `partial_ok`, where the servers that did come up are kept and the others listed in `failures`.
+        `partial_ok`, where the servers that did come up are kept and the others listed in `failures`
+        (by kind: "kafka", "cassandra"). A kind is reused only when every one of its nodes is healthy and
+        the recorded layout is the one asked for; otherwise all its nodes are replaced.
         """
-        wanted = [n for n in START_ORDER if {"kafka": kafka, "cassandra": cassandra}[n]]
+        nodes = {"kafka": kafka_nodes, "cassandra": cassandra_nodes}
+        if min(nodes.values()) < 1:
+            raise ValueError(f"node counts must be >= 1: {nodes}")
+        wanted = [k for k in START_ORDER if {"kafka": kafka, "cassandra": cassandra}[k]]
         self.failures = {}
         with self._locked():
             state = self.load_state()
-            reused = {}
-            for name in wanted:
-                s = state.get(name)
-                if s and s.ready_seconds > 0 and s.alive() and self._healthy(s):
-                    reused[name] = s
-                    self.log(f"testbed: {name} already up at {s.address} (pid {s.pid})")
-                elif s:
-                    stop_pid(s.pid, s.marker)  # stale or sick: replace it
-                    state.pop(name)
-            to_start = [n for n in wanted if n not in reused]
+            to_start = []
+            for kind in wanted:
+                names = node_names(kind, nodes[kind])
+                recorded = {n: s for n, s in state.items() if s.kind == kind}
+                if set(recorded) == set(names) and all(
+                    s.ready_seconds > 0 and s.alive() and self._healthy(s) for s in recorded.values()
+                ):
+                    for s in recorded.values():
+                        self.log(f"testbed: {s.name} already up at {s.address} (pid {s.pid})")
+                    continue
+                for n, s in recorded.items():  # stale, sick or another layout: replace them all
+                    stop_pid(s.pid, s.marker)
+                    state.pop(n)
+                to_start.append(kind)
             if to_start:
-                self._start_servers(to_start, timeout, partial_ok, state)
+                self._start_servers(to_start, nodes, timeout, partial_ok, state)
         return self.endpoints()
 
     def _healthy(self, s: ServerState) -> bool:
-        return kafka_healthy(s.address) if s.name == "kafka" else cassandra_healthy(s.address) is not None
+        return kafka_healthy(s.address) if s.kind == "kafka" else cassandra_healthy(s.address) is not None
+
+    def _plan(self, kind: str, nodes: int) -> list[Server]:
+        """The Server objects of one kind: a single node, or a cluster's nodes (seed/first node first)."""
+        names = node_names(kind, nodes)
+        hosts = [node_host(i, nodes) for i in range(1, nodes + 1)]
+        if nodes == 1:
+            return [SERVER_CLASSES[kind](self.dir)]
+        if kind == "kafka":
+            cid = random_cluster_id()
+            voters = list(enumerate(hosts, start=1))
+            return [
+                KafkaServer(self.dir, host=h, name=n, node_id=i, voters=voters, cluster_id=cid)
+                for (i, h), n in zip(voters, names, strict=True)
+            ]
+        return [
+            CassandraServer(self.dir, host=h, name=n, ring=hosts, index=i)
+            for i, (h, n) in enumerate(zip(hosts, names, strict=True))
+        ]
 
     def _start_servers(
-        self, names: list[str], timeout: float, partial_ok: bool, state: dict[str, ServerState]
+        self,
+        kinds: list[str],
+        nodes: dict[str, int],
+        timeout: float,
+        partial_ok: bool,
+        state: dict[str, ServerState],
     ) -> None:
-        """Launch, record PIDs at once (so `down` finds them even if we die), wait, record readiness."""
-        servers = [SERVER_CLASSES[n](self.dir) for n in names]
+        """Launch, record PIDs at once (so `down` finds them even if we die), wait, record readiness.
+
+        Kafka nodes all start at once (a controller quorum forms only once a majority runs); Cassandra nodes
+        one after the other, each launched once the one before is ready (two nodes joining a ring at the same
+        time is what Cassandra forbids)."""
+        groups = {kind: self._plan(kind, nodes[kind]) for kind in kinds}
+        servers = [srv for group in groups.values() for srv in group]
         pool = ThreadPoolExecutor(len(servers))
+        futures: dict[str, Future] = {}
         try:
-            for srv in servers:
-                srv.resolve(log=self.log)
-            ports = free_ports(sum(s.ports_needed() for s in servers))
-            for srv in servers:
-                srv.assign_ports(ports[: srv.ports_needed()])
-                del ports[: srv.ports_needed()]
-                srv.prepare()
+            for group in groups.values():
+                resolved = group[0].resolve(log=self.log)
+                hosts = [srv.host for srv in group]
+                try:
+                    ports = free_ports_on(group[0].ports_needed(), hosts)
+                except OSError as e:
+                    raise ServerFailed(f"cannot bind ports on {', '.join(hosts)}: {e}") from e
+                for srv in group:
+                    srv.resolved = resolved
+                    srv.assign_ports(list(ports))
+                    srv.prepare()
             t0 = time.monotonic()
             deadline = t0 + timeout
+
             # Launch from this thread (the JVMs' parent-death signal is tied to the launching thread),
             # then wait for readiness concurrently.
-            for srv in servers:
+            def launch(srv: Server) -> None:
                 self.log(f"testbed: starting {srv.name} on {srv.address} (log {srv.log_path})")
                 self._started[srv.name] = srv
                 srv.launch(tie_to_parent=not self.detached)
                 state[srv.name] = srv.state(ready_seconds=0.0)
                 self._save_state(state)
-            futures = {srv.name: pool.submit(srv.wait_ready, deadline) for srv in servers}
-            for srv in servers:
-                try:
-                    seconds = futures[srv.name].result()
-                except ServerFailed as e:
-                    self.failures[srv.name] = str(e)
+                futures[srv.name] = pool.submit(_wait_ready, srv, deadline)
+
+            for group in groups.values():
+                for srv in group if group[0].kind == "kafka" else group[:1]:
+                    launch(srv)
+            for group in groups.values():
+                if group[0].kind != "cassandra":
                     continue
-                state[srv.name] = srv.state(seconds)
-                self.log(
-                    f"testbed: {srv.name} {srv.version} ready at {srv.address} in {seconds:.1f}s (pid {srv.pid})"
-                )
-            if self.failures and (not partial_ok or len(self.failures) == len(servers)):
+                for i in range(1, len(group)):
+                    try:
+                        futures[group[i - 1].name].result()
+                    except ServerFailed:
+                        break  # reported below
+                    group[i].expect_peers = [srv.host for srv in group[:i]]
+                    launch(group[i])
+            for kind, group in groups.items():
+                for srv in group:
+                    if srv.name not in futures:
+                        self.failures.setdefault(kind, f"{srv.name} not started: an earlier node failed")
+                        continue
+                    try:
+                        seconds, ready_at = futures[srv.name].result()
+                    except ServerFailed as e:
+                        self.failures[kind] = str(e)
+                        continue
+                    state[srv.name] = srv.state(seconds)
+                    if len(group) > 1:
+                        state[srv.name].extra["bed_ready_seconds"] = round(ready_at - t0, 2)
+                    self.log(
+                        f"testbed: {srv.name} {srv.version} ready at {srv.address} in {seconds:.1f}s "
+                        f"(pid {srv.pid})"
+                    )
+            if self.failures and (not partial_ok or len(self.failures) == len(groups)):
                 raise ServerFailed("; ".join(self.failures.values()))
             for srv in servers:
-                if srv.name in self.failures:
+                if srv.kind in self.failures:
                     self._forget(srv, state)
                 srv.close_clients()
             self.log(f"testbed: ready in {time.monotonic() - t0:.1f}s")

@@ -1,4 +1,8 @@
-"""Apache Kafka 4.x as a single KRaft node (combined broker + controller) from Maven jars.
+"""Apache Kafka 4.x as KRaft nodes (combined broker + controller) from Maven jars.
+
+One node by default; a multi-node bed runs N combined nodes, each on its own loopback address with the same
+ports, forming an N-voter controller quorum (static `controller.quorum.voters`), internal topics replicated 3
+ways with `min.insync.replicas` 2, as production clusters run.
 
 The distribution's shell scripts are thin wrappers around `kafka.tools.StorageTool` (format) and
 `kafka.Kafka` (server); we call those main classes directly with our own properties and log4j2 config.
@@ -90,14 +94,41 @@ def random_cluster_id() -> str:
             return cid
 
 
+def cluster_settings(nodes: int) -> dict[str, str]:
+    """What differs for N nodes: replication 3 (or N) with one replica allowed to be down (min ISR RF-1)."""
+    rf = min(3, nodes)
+    min_isr = str(max(1, rf - 1))
+    return {
+        "default.replication.factor": str(rf),
+        "offsets.topic.replication.factor": str(rf),
+        "transaction.state.log.replication.factor": str(rf),
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": str(rf),
+        "share.coordinator.state.topic.min.isr": min_isr,
+        "min.insync.replicas": min_isr,
+        # a stopped replica that comes back catches up and rejoins the ISR; leadership returns to it soon
+        "leader.imbalance.check.interval.seconds": "10",
+    }
+
+
 class KafkaServer(Server):
-    name = "kafka"
+    kind = "kafka"
     artifact = ARTIFACT
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        node_id: int = 1,
+        voters: list[tuple[int, str]] | None = None,
+        cluster_id: str | None = None,
+        **kwargs,
+    ) -> None:
+        """`voters`: (node id, host) of every node of a multi-node bed (all use the same two ports)."""
         super().__init__(*args, **kwargs)
         self.controller_port = 0
-        self.cluster_id = random_cluster_id()
+        self.node_id = node_id
+        self.voters = voters or [(node_id, self.host)]
+        self.cluster_id = cluster_id or random_cluster_id()
         self._admin = None
 
     def ports_needed(self) -> int:
@@ -112,10 +143,11 @@ class KafkaServer(Server):
 
     def properties(self) -> dict[str, str]:
         h = self.host
+        voters = ",".join(f"{i}@{vh}:{self.controller_port}" for i, vh in self.voters)
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{h}:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": voters,
             "listeners": f"PLAINTEXT://{h}:{self.port},CONTROLLER://{h}:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://{h}:{self.port}",
             "inter.broker.listener.name": "PLAINTEXT",
@@ -124,6 +156,8 @@ class KafkaServer(Server):
             "log.dirs": str(self.dir / "data"),
         }
         props.update(SINGLE_NODE_SETTINGS)
+        if len(self.voters) > 1:
+            props.update(cluster_settings(len(self.voters)))
         return props
 
     def write_config(self) -> None:
@@ -171,7 +205,7 @@ class KafkaServer(Server):
                 }
             )
         md = self._admin.list_topics(timeout=2)
-        return len(md.brokers) >= 1
+        return self.node_id in md.brokers  # registered with the controller quorum and unfenced
 
     def detect_version(self) -> str:
         """The version the broker itself logs at start-up ("Kafka version: x.y.z")."""
@@ -181,7 +215,11 @@ class KafkaServer(Server):
         return self.artifact.version
 
     def extra_state(self) -> dict:
-        return {"controller_port": self.controller_port, "cluster_id": self.cluster_id}
+        return {
+            "controller_port": self.controller_port,
+            "cluster_id": self.cluster_id,
+            "node_id": self.node_id,
+        }
 
     def close_clients(self) -> None:
         self._admin = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import shutil
 import signal
@@ -33,6 +34,37 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def free_ports_on(n: int, hosts: Sequence[str], attempts: int = 50) -> list[int]:
+    """n distinct ports free on every one of `hosts` (the nodes of a multi-node bed share their ports, one
+    loopback address each). An address that is not local raises OSError (EADDRNOTAVAIL)."""
+    if len(hosts) <= 1:
+        return free_ports(n, hosts[0] if hosts else "127.0.0.1")
+    for _ in range(attempts):
+        socks: list[socket.socket] = []
+        try:
+            ports = []
+            for _ in range(n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((hosts[0], 0))
+                port = s.getsockname()[1]
+                for h in hosts[1:]:
+                    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    socks.append(t)
+                    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    t.bind((h, port))
+                ports.append(port)
+            return ports
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+        finally:
+            for s in socks:
+                s.close()
+    raise OSError(errno.EADDRINUSE, f"no {n} ports free on all of {', '.join(hosts)}")
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:

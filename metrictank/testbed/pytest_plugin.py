@@ -20,13 +20,15 @@ from pathlib import Path
 import pytest
 
 from .bed import Endpoints, TestBed, default_dir, private_dir
+from .cassandra import CassandraServer
 from .process import spawn
 
 log = logging.getLogger("metrictank.testbed")
 
 ENV = {"kafka": "METRICTANK_TEST_KAFKA", "cassandra": "METRICTANK_TEST_CASSANDRA"}
 ENV_VERSION = {"kafka": "METRICTANK_TEST_KAFKA_VERSION", "cassandra": "METRICTANK_TEST_CASSANDRA_VERSION"}
-PRIVATE_FIXTURES = {"private_kafka", "private_cassandra", "private_bed"}
+PRIVATE_FIXTURES = {"private_kafka", "private_cassandra", "private_bed", "private_cluster_bed"}
+MULTINODE_FIXTURES = {"private_cluster_bed"}
 ROOT_FIXTURE = {"kafka": "kafka_bootstrap", "cassandra": "cassandra_hosts"}
 
 # Docker path (not exercised on machines without an engine). cp-kafka 8.0 is Apache Kafka 4.0.
@@ -155,6 +157,7 @@ _PROVIDER = pytest.StashKey[ServerProvider]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "integration: needs the real Kafka and Cassandra of the test bed")
+    config.addinivalue_line("markers", "multinode: needs a multi-node bed (3 brokers, 3 Cassandra nodes)")
     config.stash[_PROVIDER] = ServerProvider(config)
 
 
@@ -183,8 +186,11 @@ def _servers_used(item: pytest.Item) -> list[str]:
 @pytest.hookimpl(tryfirst=True)  # before -m deselection, so `-m "not integration"` sees the marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if _servers_used(item) or PRIVATE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if _servers_used(item) or PRIVATE_FIXTURES & fixtures:
             item.add_marker(pytest.mark.integration)
+        if MULTINODE_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.multinode)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -295,13 +301,44 @@ def new_keyspace(cassandra_session) -> Iterator[Callable[..., str]]:
 
 class PrivateServers:
     """Servers of a bed of their own, for tests that freeze or restart them (never the shared bed's servers,
-    which other tests and other test processes use at the same time)."""
+    which other tests and other test processes use at the same time).
 
-    def __init__(self, base: Path, kafka: bool, cassandra: bool) -> None:
+    With `kafka_nodes`/`cassandra_nodes` > 1 a multi-node bed: `kafka`/`cassandra` are then comma-separated
+    lists of every node, and the methods below take a node's name ("kafka-2", "cassandra-3"; see `names`)."""
+
+    def __init__(
+        self,
+        base: Path,
+        kafka: bool,
+        cassandra: bool,
+        kafka_nodes: int = 1,
+        cassandra_nodes: int = 1,
+        timeout: float = 240.0,
+    ) -> None:
         self.bed = TestBed(private_dir(base, "faults"), log=lambda m: log.info(m))
-        self.endpoints = self.bed.start(kafka=kafka, cassandra=cassandra)
+        t0 = time.monotonic()
+        try:
+            self.endpoints = self.bed.start(
+                kafka=kafka,
+                cassandra=cassandra,
+                kafka_nodes=kafka_nodes,
+                cassandra_nodes=cassandra_nodes,
+                timeout=timeout,
+            )
+        except BaseException:
+            self.bed.stop(timeout=5)  # logs kept: the error names them
+            raise
+        self.start_seconds = round(time.monotonic() - t0, 2)  # the whole bed, as the test waited for it
         self.kafka = self.endpoints.kafka
         self.cassandra = self.endpoints.cassandra
+        self.kafka_nodes = kafka_nodes
+
+    def names(self, kind: str) -> list[str]:
+        """The node names of one kind, in order ("kafka" alone, or "kafka-1", "kafka-2", ...)."""
+        return [n for n in self.endpoints.nodes if n.partition("-")[0] == kind]
+
+    def address(self, name: str) -> str:
+        return self.endpoints.nodes[name]
 
     def pid(self, name: str) -> int:
         return self.bed.running()[name].pid
@@ -322,6 +359,8 @@ class PrivateServers:
         with contextlib.suppress(Exception):
             self.thaw(name)
         srv.kill(timeout=30)
+        if isinstance(srv, CassandraServer) and srv.clustered:  # ready once it sees the ring NORMAL again
+            srv.expect_peers = [h for h in srv.ring if h != srv.host]
         srv.launched_at = time.monotonic()
         srv.proc = spawn(srv.command(), srv.log_path, srv.dir, tie_to_parent=True)
         state = self.bed.load_state()
@@ -344,27 +383,39 @@ class PrivateServers:
         """Start a server stopped by `stop_server` again on the same data directory."""
         return self.restart(name, timeout)
 
-    def new_topic(self, partitions: int = 2) -> str:
+    def new_topic(
+        self, partitions: int = 2, replication_factor: int | None = None, config: dict | None = None
+    ) -> str:
+        """A topic with leaders for every partition. On a multi-node bed replicated 3 ways (or once per node)
+        with `min.insync.replicas` one less by default, as the brokers' defaults are."""
         from confluent_kafka.admin import AdminClient, NewTopic
 
         admin = AdminClient({"bootstrap.servers": self.kafka})
         name = f"test-{uuid.uuid4().hex[:12]}"
-        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(
-            30
-        )
+        rf = replication_factor or min(3, self.kafka_nodes)
+        cfg = dict(config or {})
+        if rf > 1:
+            cfg.setdefault("min.insync.replicas", str(rf - 1))
+        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=rf, config=cfg)])[
+            name
+        ].result(30)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             md = admin.list_topics(timeout=5).topics.get(name)
-            if md is not None and md.error is None and all(p.leader >= 0 for p in md.partitions.values()):
+            if (
+                md is not None
+                and md.error is None
+                and all(p.leader >= 0 and len(p.isrs) == rf for p in md.partitions.values())
+            ):
                 return name
             time.sleep(0.1)
         raise TimeoutError(f"topic {name} has no leaders after 30s")
 
-    def close(self) -> None:
-        for name in ("kafka", "cassandra"):
+    def close(self, keep_logs: bool = False) -> None:
+        for name in self.endpoints.nodes:
             with contextlib.suppress(Exception):
                 self.thaw(name)  # a frozen JVM does not stop on SIGTERM
-        self.bed.stop(remove_dir=True)
+        self.bed.stop(remove_dir=not keep_logs)
 
 
 @contextlib.contextmanager
@@ -397,3 +448,24 @@ def private_bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateSer
     """Kafka and Cassandra of this test module's own, for faults on both."""
     with _private(tmp_path_factory, "private-bed", kafka=True, cassandra=True) as servers:
         yield servers
+
+
+@pytest.fixture(scope="module")
+def private_cluster_bed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """A multi-node bed of this test module's own, as production runs: 3 Kafka brokers (combined KRaft nodes,
+    a 3-voter quorum; replication 3, min.insync.replicas 2) and a 3-node Cassandra ring, node i on 127.0.0.i.
+    Tests stop and start single nodes by name (`stop_server("kafka-2")`, `start_server("cassandra-3")`).
+    A bed that cannot start makes the tests ERROR with the reason; the logs of a failed module are kept."""
+    servers = PrivateServers(
+        tmp_path_factory.mktemp("private-cluster-bed"),
+        kafka=True,
+        cassandra=True,
+        kafka_nodes=3,
+        cassandra_nodes=3,
+        timeout=300,
+    )
+    failed_before = request.session.testsfailed
+    try:
+        yield servers
+    finally:
+        servers.close(keep_logs=request.session.testsfailed > failed_before)

@@ -38,6 +38,10 @@ class ServerState:
     ready_seconds: float = 0.0
     started_at: float = 0.0
     extra: dict = field(default_factory=dict)
+    kind: str = ""  # "kafka" or "cassandra"; the name is "kafka-2" etc. for a node of a multi-node bed
+
+    def __post_init__(self) -> None:
+        self.kind = self.kind or self.name.partition("-")[0]
 
     @property
     def address(self) -> str:
@@ -55,11 +59,12 @@ class ServerState:
 
 
 class Server(ABC):
-    name: str = "server"
+    kind: str = "server"
     artifact: maven.Artifact
 
-    def __init__(self, run_dir: Path, host: str = HOST) -> None:
+    def __init__(self, run_dir: Path, host: str = HOST, name: str | None = None) -> None:
         self.host = host
+        self.name = name or self.kind  # "kafka", or "kafka-2" for a node of a multi-node bed
         self.dir = (run_dir / self.name).resolve()
         self.log_path = self.dir / f"{self.name}.log"
         self.port = 0
@@ -103,6 +108,11 @@ class Server(ABC):
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def marker(self) -> str:
+        """In the JVM's command line (its config paths): "…/kafka-1/" never matches node kafka-10's."""
+        return f"{self.dir}/"
 
     @property
     def pid(self) -> int:
@@ -162,16 +172,15 @@ class Server(ABC):
             port=self.port,
             dir=str(self.dir),
             log=str(self.log_path),
-            marker=str(self.dir),
+            marker=self.marker,
             version=self.version,
             ready_seconds=round(ready_seconds, 2),
             started_at=time.time(),
             extra=self.extra_state(),
+            kind=self.kind,
         )
 
     def kill(self, timeout: float = 15.0) -> str:
-        how = (
-            "not running" if self.proc is None else stop_pid(self.proc.pid, str(self.dir), timeout, self.proc)
-        )
+        how = "not running" if self.proc is None else stop_pid(self.proc.pid, self.marker, timeout, self.proc)
         self.close_clients()
         return how
