@@ -95,6 +95,23 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "production behind and ingest within 10 % of the production rate during the storm, the node still "
         "primary and ready, and every produced point exact in the store and through `/render` afterwards.",
     ),
+    "scale-out-faults": (
+        "9. Scale-out faults (multi-node bed)",
+        "A multi-node bed of the test module's own, as production clusters run (fixture `private_cluster_bed`, "
+        "marker `multinode`, part of `make test`): 3 Kafka brokers (combined KRaft nodes, a 3-voter quorum) and a "
+        "3-node Cassandra ring, node i on loopback address 127.0.0.i; data and persist topics with replication "
+        "factor 3 and `min.insync.replicas=2`, producers with acks=all (idempotent); the keyspace SimpleStrategy 3, "
+        "chunks written and read at QUORUM. A primary and a secondary are given all brokers and all contact "
+        "points. Under ingest: the broker leading most partitions of the two topics is stopped (SIGTERM), then "
+        "a Cassandra node (the seed, the first contact point of every client); with both down the primary is "
+        "killed with SIGKILL (the moment `/node` shows chunk writes pending, if within 15 s) and the secondary "
+        "promoted through `POST /node primary=true`, retrying on 409 (bounded: 60 tries); ingest goes on, both "
+        "servers are started again on their data directories (the broker back in every ISR, a read at "
+        "consistency ALL answered). Asserts: saves go on with each fault, every point of every series in every "
+        "completed chunk is in Cassandra exactly (read at QUORUM), no chunk is partial, every point of 8 series "
+        "reads back through `/render`. Figures include the bed's start (`server_ready_seconds`: per node from "
+        "its launch, per kind from the bed's start) and the store and persist error counters of both nodes.",
+    ),
 }
 
 FIGURE_NOTES = {
@@ -167,7 +184,10 @@ def render(latest: dict[str, list[dict]]) -> str:
         "- Hostile HTTP under a heavy ingest load: the storm above runs beside a light producer (800 "
         "messages/s), so it bounds stalls of the main loop (lag) rather than measuring the GIL's share; "
         "`make bench` (`ingest_load`) measures ingest under render load.",
-        "- A multi-node test bed (3 brokers, 3 Cassandra nodes on loopback addresses): not implemented yet.",
+        "- Faults of the multi-node bed beyond one broker and one Cassandra node at a time (a second node of "
+        "either down leaves fewer than `min.insync.replicas` or a QUORUM: writes must then wait, which the store "
+        "outage and broker fault scenarios cover on the single-node bed), network partitions between nodes "
+        "(loopback only: no per-link faults), and a node killed with SIGKILL rather than stopped.",
         "",
     ]
     extra = sorted(set(latest) - set(SCENARIOS))
