@@ -156,7 +156,7 @@ def render(latest: dict[str, list[dict]]) -> str:
         "this page shows the newest run of each. Fault injection on servers uses private servers of the test "
         "module (metrictank/testbed/pytest_plugin.py `private_kafka`, `private_bed`), never the shared bed.",
         "",
-        "Runtime: the reliability tests take about 6-7.5 minutes and the lease tests about 5 on a shared 2-core machine (two private JVMs started "
+        "Runtime: the reliability tests take about 9-10 minutes (the multi-node scenario about 3 of them, six JVMs) and the lease tests about 5 on a shared 2-core machine (two private JVMs started "
         "on the way: ~16 s for Cassandra, ~8 s for Kafka); run one test file at a time there.",
         "",
         "Regenerate: `make reliability` (runs only these tests, then writes this file), or "
