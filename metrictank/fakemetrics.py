@@ -145,7 +145,11 @@ class Producer:
     """Writes a SeriesSet's messages to a Kafka topic."""
 
     def __init__(
-        self, brokers: str, topic: str, kafka_producer_factory: Callable[[dict], object] | None = None
+        self,
+        brokers: str,
+        topic: str,
+        kafka_producer_factory: Callable[[dict], object] | None = None,
+        idempotent: bool = True,
     ) -> None:
         if kafka_producer_factory is None:
             from confluent_kafka import Producer as KafkaProducer
@@ -155,10 +159,22 @@ class Producer:
         # Idempotence keeps each partition in send order across retries. Without it librdkafka may retry a failed
         # batch (e.g. a fresh topic's leader not settled yet) behind later ones, and a tank then rightly drops the
         # earlier points as too old: a backfill would silently lose data.
+        # idempotent=False: order kept by one request in flight per partition instead, retried for 10 minutes:
+        # librdkafka's idempotent producer was seen to stall for minutes after its broker was frozen 30 s
+        # (its requests timed out and it waits to reset its producer id), which a broker-fault test cannot use
+        ordering = (
+            {"enable.idempotence": True}
+            if idempotent
+            else {
+                "enable.idempotence": False,
+                "max.in.flight.requests.per.connection": 1,
+                "message.timeout.ms": 600000,
+            }
+        )
         self._p = kafka_producer_factory(
             {
                 "bootstrap.servers": brokers,
-                "enable.idempotence": True,
+                **ordering,
                 "acks": "all",
                 "linger.ms": 20,
                 "batch.num.messages": 100000,

@@ -37,6 +37,7 @@ from metrictank.index.keys import parse_id
 from metrictank.schema.validate import _MAX_TS, _valid_utf8, eat_dots, validate_tag
 from metrictank.stats import Stats
 from metrictank.store.pipeline import retry_delay
+from metrictank.store.sqlite import enable_wal
 
 log = logging.getLogger(__name__)
 
@@ -504,7 +505,7 @@ class SQLiteIndexStore(IndexStore):
         conn = sqlite3.connect(
             self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 

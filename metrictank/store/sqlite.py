@@ -52,6 +52,21 @@ def sqlite_error_reason(exc: BaseException) -> str:
     return "other"
 
 
+def enable_wal(conn: sqlite3.Connection, within: float = 60.0) -> None:
+    """Switch the file to WAL, retrying while another process holds it: nodes sharing one file start together,
+    and the switch needs the file to itself for a moment (one instance of the demo died at start-up with
+    "database is locked" while its sibling created its tables)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
+
+
 class SQLiteStore(QueuedStore):
     """Chunk store in one SQLite file (WAL), fed by a single batching writer thread."""
 
@@ -88,7 +103,7 @@ class SQLiteStore(QueuedStore):
         self._extra = {"transactions": 0, "pruned": 0, "batch_max": 0}
 
         self._conn = self._connect(synchronous)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(self._conn)
         for ttl in ttls:
             self._ensure_table(table_for_ttl(ttl)[0])
         self._writer = threading.Thread(target=self._run, name="sqlite-store-writer", daemon=True)

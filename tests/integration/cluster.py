@@ -142,8 +142,10 @@ class InstanceProc:
 class SimProducer:
     """Produces one point per series per simulated second, `rate` simulated seconds per wall second."""
 
-    def __init__(self, kafka: str, topic: str, ss: SeriesSet, t_start: int, rate: float = 40.0) -> None:
-        self.p = Producer(kafka, topic)
+    def __init__(
+        self, kafka: str, topic: str, ss: SeriesSet, t_start: int, rate: float = 40.0, idempotent: bool = True
+    ) -> None:
+        self.p = Producer(kafka, topic, idempotent=idempotent)
         self.ss = ss
         self.t = t_start  # next timestamp to produce
         self.t_start = t_start

@@ -68,7 +68,9 @@ def test_broker_frozen_then_restarted_readiness_and_no_loss(tmp_path, private_ka
     topic, persist = private_kafka.new_topic(PARTS), private_kafka.new_topic(PARTS)
     ss = SeriesSet.make(N_SERIES, PARTS, prefix="rel.broker", interval=1)
     T = sim_start()
-    prod = SimProducer(kafka, topic, ss, T, rate=20)
+    # not idempotent: librdkafka's idempotent producer stalled for minutes after the freeze in CI runs (the node
+    # had read everything the broker held; the broker held nothing new); order is kept by one request in flight
+    prod = SimProducer(kafka, topic, ss, T, rate=20, idempotent=False)
     prod.step_to(T + 2 * SPAN)
     db = tmp_path / "chunks.db"
     a = InstanceProc(
