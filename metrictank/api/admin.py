@@ -73,6 +73,14 @@ class _BadRequest(Exception):
     pass
 
 
+def _unauthorized() -> Response:
+    return PlainTextResponse("unauthorized: send Authorization: Bearer <admin-token>", status_code=401)
+
+
+def _no_membership() -> Response:
+    return JSONResponse({"error": "membership is off: set [cluster] membership-topic"}, status_code=404)
+
+
 def admin_router(backend: AdminBackend) -> APIRouter:
     r = APIRouter()
 
@@ -113,9 +121,7 @@ def admin_router(backend: AdminBackend) -> APIRouter:
     @r.post("/node")
     async def post_node(request: Request) -> Response:
         if not authorized(request):
-            return PlainTextResponse(
-                "unauthorized: send Authorization: Bearer <admin-token>", status_code=401
-            )
+            return _unauthorized()
         try:
             fields = await _fields(request)
         except _BadRequest as e:
@@ -149,22 +155,16 @@ def admin_router(backend: AdminBackend) -> APIRouter:
     def members() -> Response:
         m = getattr(backend, "membership", None)
         if m is None:
-            return JSONResponse(
-                {"error": "membership is off: set [cluster] membership-topic"}, status_code=404
-            )
+            return _no_membership()
         return JSONResponse({"self": backend.name, "activeColor": m.active_color, "members": m.table()})
 
     @r.delete("/cluster/members/{name}")
     def remove_member(name: str, request: Request) -> Response:
         if not authorized(request):
-            return PlainTextResponse(
-                "unauthorized: send Authorization: Bearer <admin-token>", status_code=401
-            )
+            return _unauthorized()
         m = getattr(backend, "membership", None)
         if m is None:
-            return JSONResponse(
-                {"error": "membership is off: set [cluster] membership-topic"}, status_code=404
-            )
+            return _no_membership()
         if name == backend.name:
             return JSONResponse({"error": f"{name} is this node: remove a member from another node"}, 409)
         if not m.remove(name):
@@ -175,22 +175,16 @@ def admin_router(backend: AdminBackend) -> APIRouter:
     def get_color() -> Response:
         m = getattr(backend, "membership", None)
         if m is None:
-            return JSONResponse(
-                {"error": "membership is off: set [cluster] membership-topic"}, status_code=404
-            )
+            return _no_membership()
         return JSONResponse({"active": m.active_color})
 
     @r.post("/cluster/color")
     async def set_color(request: Request) -> Response:
         if not authorized(request):
-            return PlainTextResponse(
-                "unauthorized: send Authorization: Bearer <admin-token>", status_code=401
-            )
+            return _unauthorized()
         m = getattr(backend, "membership", None)
         if m is None:
-            return JSONResponse(
-                {"error": "membership is off: set [cluster] membership-topic"}, status_code=404
-            )
+            return _no_membership()
         try:
             fields = await _fields(request)
         except _BadRequest as e:

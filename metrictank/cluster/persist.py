@@ -30,7 +30,7 @@ from fnmatch import fnmatchcase
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
 
-from metrictank.input.kafka import consumer_config, restart_stalled_fetchers, start_offsets, start_position
+from metrictank.input.kafka import FetchStallWatch, consumer_config, start_offsets, start_position
 from metrictank.schema import DecodeError, decode_persist, encode_persist
 from metrictank.schema.persist import decode_persist_items
 from metrictank.stats import Stats, by_label
@@ -333,7 +333,7 @@ def parse_trust(spec: str) -> tuple[set[str], list[str]]:
     return names, patterns
 
 
-class PersistListener:
+class PersistListener(FetchStallWatch):
     """Consumes persist messages and hands (amkey, t0) pairs to `apply`.
 
     Nothing read from the topic can raise out of `poll`: a persist message is input from the network, and a
@@ -412,8 +412,6 @@ class PersistListener:
         self._consumer.assign(tps)
         self.stall_after = 10.0  # seconds without messages before the fetchers are checked (None: never)
         self._last_data = time.monotonic()
-        self._last_stall_check = 0.0
-        self.fetch_restarts = 0
 
     # -- trust ------------------------------------------------------------------------------------------
     @property
@@ -538,27 +536,12 @@ class PersistListener:
         unread ones: a stalled fetcher (seen after a broker was frozen) would otherwise leave this node's saved
         marks, and its split-brain detection, frozen for good while it looks healthy."""
         now = time.monotonic() if now is None else now
-        after = self.stall_after
-        if after is None or now - self._last_data < after or now - self._last_stall_check < after:
+        if self.stall_after is None:
             return False
-        self._last_stall_check = now
         tps = [TopicPartition(self.topic, p) for p in self.partitions]
-        quiet = now - self._last_data
-
-        def warn(behind: list[int]) -> None:
-            log.warning(
-                "persist topic %s: no messages for %.0fs although partitions %s have unread ones; "
-                "restarting their fetchers",
-                self.topic,
-                quiet,
-                behind,
-            )
-
-        if not restart_stalled_fetchers(self._consumer, tps, self._first_to_read, warn):
-            return False
-        self.fetch_restarts += 1
-        self._last_data = now
-        return True
+        return self._check_stall(
+            self._consumer, tps, self._first_to_read, self.stall_after, now, f"persist topic {self.topic}"
+        )
 
     def _first_to_read(self, _topic: str, partition: int, low: int, high: int) -> int:
         return start_position(self._start.get(partition, OFFSET_END), low, high)

@@ -9,6 +9,7 @@ time is an outage found before it happens.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 __all__ = ["Member", "Plan", "PlanError", "constant_no_overlap"]
@@ -30,16 +31,17 @@ class Member:
 
     def toml(self, url_of: dict[str, str]) -> str:
         """A config fragment for `metrictank run --config base.toml --config <this>`."""
+        q = json.dumps  # a JSON string is a TOML basic string: a URL template with quotes stays loadable
         lines = [
-            f'instance = "{self.name}"',
+            f"instance = {q(self.name)}",
             "",
             "[kafka-mdm-in]",
-            f'partitions = "{",".join(map(str, self.partitions))}"',
+            f"partitions = {q(','.join(map(str, self.partitions)))}",
             "",
             "[cluster]",
-            f'role = "{self.role}"',
+            f"role = {q(self.role)}",
             f"primary-node = {'true' if self.primary else 'false'}",
-            f'peers = "{",".join(url_of[p] for p in self.peers)}"',
+            f"peers = {q(','.join(url_of[p] for p in self.peers))}",
         ]
         return "\n".join(lines) + "\n"
 

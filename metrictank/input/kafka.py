@@ -354,7 +354,45 @@ def restart_stalled_fetchers(
     return behind
 
 
-class DataConsumer:
+class FetchStallWatch:
+    """The fetch-stall watchdog's state and timing, for any consumer that owns a librdkafka Consumer: when
+    nothing arrived for `after` seconds (checked at most that often), `restart_stalled_fetchers`, counted in
+    `fetch_restarts`. The owner sets `_last_data` whenever messages arrive."""
+
+    _last_data: float
+    _last_stall_check: float = 0.0
+    fetch_restarts: int = 0
+
+    def _check_stall(
+        self,
+        consumer: Consumer,
+        tps: list[TopicPartition],
+        first_to_read: Callable[[str, int, int, int], int],
+        after: float,
+        now: float,
+        what: str,
+    ) -> bool:
+        if now - self._last_data < after or now - self._last_stall_check < after:
+            return False
+        self._last_stall_check = now
+        quiet = now - self._last_data
+
+        def warn(behind: list[int]) -> None:
+            log.warning(
+                "%s: no messages for %.0fs although partitions %s have unread ones; restarting their fetchers",
+                what,
+                quiet,
+                behind,
+            )
+
+        if not restart_stalled_fetchers(consumer, tps, first_to_read, warn):
+            return False
+        self.fetch_restarts += 1
+        self._last_data = now
+        return True
+
+
+class DataConsumer(FetchStallWatch):
     """Consumes the data topics in large batches; owns partition tracking and lag sampling."""
 
     def __init__(
@@ -387,8 +425,6 @@ class DataConsumer:
         self._assigned = False
         self._start_offsets: dict[tuple[str, int], int] = {}
         self._last_data = time.monotonic()
-        self._last_stall_check = 0.0
-        self.fetch_restarts = 0
         # a client of its own: metadata calls on the consumer's handle wait while another thread is in consume()
         self._probe_client = AdminClient(
             {"bootstrap.servers": brokers, "client.id": f"{client_id}-probe", "log_level": 0}
@@ -503,24 +539,10 @@ class DataConsumer:
         (see `restart_stalled_fetchers`). Costs a watermark query per partition every `after` seconds, and only
         while no data arrives."""
         now = time.monotonic() if now is None else now
-        if not self._assigned or now - self._last_data < after or now - self._last_stall_check < after:
+        if not self._assigned:
             return False
-        self._last_stall_check = now
         tps = [TopicPartition(t, p) for t in self.topics for p in self.partitions]
-        quiet = now - self._last_data
-
-        def warn(behind: list[int]) -> None:
-            log.warning(
-                "no messages for %.0fs although partitions %s have unread messages; restarting their fetchers",
-                quiet,
-                behind,
-            )
-
-        if not restart_stalled_fetchers(self._consumer, tps, self._first_to_read, warn):
-            return False
-        self.fetch_restarts += 1
-        self._last_data = now
-        return True
+        return self._check_stall(self._consumer, tps, self._first_to_read, after, now, ",".join(self.topics))
 
     def watermarks(self, timeout: float = 5.0) -> dict[int, tuple[int, int]]:
         """Low and high watermarks per partition from the broker."""

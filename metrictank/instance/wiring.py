@@ -91,6 +91,7 @@ class Instance:
             clock=clock,
         )
         self.static_peers = parse_peers(cfg.cluster.peers)
+        self._advertised = self.advertise_url()
         self.membership: Membership | None = None
         if cfg.cluster.membership_topic:
             self.membership = Membership(
@@ -226,7 +227,7 @@ class Instance:
     def _announcement(self) -> dict:
         """What this node says about itself each heartbeat (cheap: flags and figures, no I/O)."""
         return {
-            "url": self.advertise_url(),
+            "url": self._advertised,
             "role": self.role,
             "color": self.cfg.cluster.color,
             "partitions": list(self.partitions),

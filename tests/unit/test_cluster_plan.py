@@ -73,3 +73,12 @@ def test_fragments_over_a_base_make_each_instance_config(tmp_path: Path):
             m.primary,
         )
         assert via_env.kafka_mdm_in.partitions == cfg.kafka_mdm_in.partitions
+
+
+def test_fragments_stay_loadable_whatever_the_url_template(tmp_path: Path):
+    plan = constant_no_overlap(partitions=2, writers=2, readers=1, replication=1)
+    url_of = {m.name: f'http://"{m.name}"\\\\x:6060' for m in plan.members}
+    frag = tmp_path / "f.toml"
+    frag.write_text(plan.members[0].toml(url_of))
+    cfg = load_config(frag, env={})
+    assert cfg.cluster.peers == url_of["write-1"]

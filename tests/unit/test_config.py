@@ -122,6 +122,9 @@ def test_cli_config_check(tmp_path: Path):
         ({"MT_CLUSTER_ROLE": "read", "MT_CLUSTER_PRIMARY_NODE": "true"}, "cluster.primary-node"),
         ({"MT_CLUSTER_ROLE": "read", "MT_CLUSTER_FAILOVER": "auto"}, "cluster.failover"),
         ({"MT_CLUSTER_READ_WINDOW": "0s"}, "cluster.read-window"),
+        ({"MT_CLUSTER_COLOR": "a"}, "cluster.color"),  # a color without a membership topic to switch it on
+        ({"MT_CLUSTER_COLOR": "green", "MT_CLUSTER_MEMBERSHIP_TOPIC": "m"}, "cluster.color"),
+        ({"MT_CLUSTER_HEARTBEAT": "0s"}, "cluster.heartbeat"),
     ],
 )
 def test_bad_cluster_and_limit_settings_name_their_key(env, key):

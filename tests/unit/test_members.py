@@ -159,3 +159,31 @@ def test_the_table_is_bounded():
     m._consumer.batches = [[_Msg(f"n{i}".encode(), _doc(f"n{i}", ts=999.0)) for i in range(MAX_MEMBERS + 50)]]
     m.poll()
     assert len(m.table()) == MAX_MEMBERS and m.dropped["table-full"] == 50
+
+
+def test_admin_routes_refuse_bad_colors_unknown_members_and_missing_tokens():
+    from fastapi.testclient import TestClient
+
+    from metrictank.api import create_app
+
+    from .test_cluster_source import FakeNode
+
+    node = FakeNode("me", [0])
+    node.admin_token = "tok"
+    node.membership = _membership(lambda: 1000.0)
+    c = TestClient(create_app(node, None))
+    good = {"Authorization": "Bearer tok"}
+    assert c.post("/cluster/color", data={"color": "green"}, headers=good).status_code == 400
+    assert (
+        c.post(
+            "/cluster/color", content=b"[" * 100_000, headers={**good, "Content-Type": "application/json"}
+        ).status_code
+        == 400
+    )
+    assert c.post("/cluster/color", data={"color": "b"}).status_code == 401
+    assert c.delete("/cluster/members/nobody", headers=good).status_code == 404
+    assert c.delete("/cluster/members/me", headers=good).status_code == 409
+    assert c.post("/cluster/color", data={"color": "b"}, headers=good).status_code == 200
+    assert c.get("/cluster/color").json() == {"active": "b"}
+    off = TestClient(create_app(FakeNode("x", [0]), None))
+    assert off.get("/cluster/members").status_code == 404
