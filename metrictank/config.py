@@ -128,6 +128,10 @@ def _identifier(v: str) -> str | None:
     return None if v == "" or re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,47}", v) else "must be a CQL identifier"
 
 
+def _data_offset(v: str) -> str | None:
+    return None if v == "auto" else _offset(v)
+
+
 def _offset(v: str) -> str | None:
     if v in ("oldest", "newest"):
         return None
@@ -337,8 +341,31 @@ OPTIONS: tuple[Option, ...] = (
         "offset",
         "str",
         "newest",
-        "Where to start consuming: oldest, newest, or a duration D meaning the offset of now - D.",
-        _offset,
+        "Where to start consuming: oldest, newest, a duration D meaning the offset of now - D, or auto (warm "
+        "start): per partition, from the oldest data not yet saved, judged by the saved marks of the persist "
+        "backlog (minus auto-offset-margin), while the saved chunks of the in-memory window are loaded from the "
+        "store in the background. auto needs the persist backlog (kafka-cluster enabled, its offset oldest or "
+        "a duration) and the index in the store (cassandra-idx); see docs/operations.md, restart modes.",
+        _data_offset,
+    ),
+    _o(
+        "kafka-mdm-in",
+        "auto-offset-margin",
+        "duration",
+        300.0,
+        "With offset = auto: replay this much earlier than the oldest unsaved data (covers producers whose "
+        "Kafka message time runs ahead of the data time).",
+        _non_negative,
+    ),
+    _o(
+        "kafka-mdm-in",
+        "auto-offset-fallback",
+        "duration",
+        0.0,
+        "With offset = auto: how far back to replay a partition with no saved mark to judge by (a first start, "
+        "a persist backlog that holds nothing for it). 0: the longest raw in-memory window of the storage "
+        "schemas (numchunks x chunkspan).",
+        _non_negative,
     ),
     _o(
         "kafka-mdm-in",
@@ -922,6 +949,19 @@ def _check_cross(values: dict[str, dict[str, Any]]) -> None:
         raise ConfigError(f"instance: {inst!r} must be non-empty letters, digits, '_', '.', ':' or '-'")
     if not values["kafka-mdm-in"]["topics"].strip():
         raise ConfigError("kafka-mdm-in.topics: at least one topic is needed")
+    if values["kafka-mdm-in"]["offset"] == "auto":
+        kc = values["kafka-cluster"]
+        if not kc["enabled"] or kc["offset"] == "newest":
+            raise ConfigError(
+                "kafka-cluster.offset: kafka-mdm-in.offset = auto starts from the saved marks of the persist "
+                "backlog; enable kafka-cluster and set its offset to oldest or a duration that covers the "
+                "in-memory window (e.g. 6h)"
+            )
+        if not values["cassandra-idx"]["enabled"]:
+            raise ConfigError(
+                "cassandra-idx.enabled: kafka-mdm-in.offset = auto needs the index in the store (the series "
+                "must be known before their saved marks can be judged)"
+            )
     c = values["cluster"]
     if c["lease-margin"] * 2 >= c["lease-duration"]:
         raise ConfigError(

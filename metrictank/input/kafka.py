@@ -126,15 +126,19 @@ def start_offsets(
     partitions: Sequence[int],
     offset: str,
     now: float | None = None,
+    times: dict[int, float] | None = None,
 ) -> list[TopicPartition]:
-    """TopicPartitions positioned at `oldest`, `newest` or `now - duration` (falling back to oldest)."""
-    if offset == "oldest":
+    """TopicPartitions positioned at `oldest`, `newest` or `now - duration` (falling back to oldest); with
+    `times` (offset auto: a warm start), each partition at the first message at or after its own time."""
+    if times is None and offset == "oldest":
         return [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in partitions]
-    if offset == "newest":
+    if times is None and offset == "newest":
         return [TopicPartition(t, p, OFFSET_END) for t in topics for p in partitions]
-    ago = parse_duration(offset)
-    ts_ms = int(((time.time() if now is None else now) - ago) * 1000)
-    query = [TopicPartition(t, p, ts_ms) for t in topics for p in partitions]
+    if times is None:
+        ago = parse_duration(offset)
+        at = (time.time() if now is None else now) - ago
+        times = {p: at for p in partitions}
+    query = [TopicPartition(t, p, int(times[p] * 1000)) for t in topics for p in partitions]
     try:
         found = consumer.offsets_for_times(query, timeout=10)
     except Exception as e:  # noqa: BLE001 - any lookup failure falls back, as Metrictank does
@@ -431,9 +435,10 @@ class DataConsumer(FetchStallWatch):
         )
         self.probe = BrokerProbe(lambda t: self._probe_client.list_topics(self.topics[0], timeout=t))
 
-    def start(self) -> None:
-        """Assign the partitions at their start offsets (called after the persist backlog is applied)."""
-        tps = start_offsets(self._consumer, self.topics, self.partitions, self.offset)
+    def start(self, start_times: dict[int, float] | None = None) -> None:
+        """Assign the partitions at their start offsets (called after the persist backlog is applied);
+        `start_times` (unix seconds per partition) overrides `offset` (a warm start computes them)."""
+        tps = start_offsets(self._consumer, self.topics, self.partitions, self.offset, times=start_times)
         for p in self.partitions:
             try:
                 low, _high = self._consumer.get_watermark_offsets(
@@ -447,7 +452,12 @@ class DataConsumer(FetchStallWatch):
         self._last_data = time.monotonic()
         self._assigned = True
         self.probe.start()
-        log.info("consuming %s partitions %s from %s", ",".join(self.topics), self.partitions, self.offset)
+        log.info(
+            "consuming %s partitions %s from %s",
+            ",".join(self.topics),
+            self.partitions,
+            {tp.partition: tp.offset for tp in tps} if start_times is not None else self.offset,
+        )
 
     def poll(self, timeout: float = 0.1) -> Batch:
         """One batch of up to batch_size messages (possibly empty; fewer when messages are large).

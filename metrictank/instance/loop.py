@@ -71,6 +71,8 @@ class IngestLoop:
         self.last_turn = time.monotonic()  # when the loop last went round (a stuck loop must not look ready)
         self.pending_marks = PendingMarks()
         self._inbox: deque[list[tuple[str, int]]] = deque()  # saved marks handed over by the store's threads
+        self._loaded: deque[tuple] = deque()  # saved chunks read back by the warm-start loader
+        self.warm_chunks_loaded = 0
         self.points_ingested = 0
         self.batches = 0
         self.batch_errors = 0
@@ -89,7 +91,26 @@ class IngestLoop:
         never waits for the loop, which may itself be waiting for room in the store's queues."""
         self._inbox.append(saved)
 
+    def hand_loaded(
+        self, slots: np.ndarray, t0s: np.ndarray, blobs: list[bytes], npoints: np.ndarray
+    ) -> None:
+        """Any thread: saved chunks read from the store (a warm start) for the loop to put into the rings."""
+        self._loaded.append((slots, t0s, blobs, npoints))
+
+    def loaded_pending(self) -> int:
+        """Blocks of loaded chunks not applied yet (the loader waits while there are a few: bounded memory)."""
+        return len(self._loaded)
+
+    def _apply_loaded(self) -> None:
+        # one block per turn: a block's insertion holds the tank lock for milliseconds, not the whole load
+        if self._loaded:
+            slots, t0s, blobs, npoints = self._loaded.popleft()
+            with self.lock:
+                self.warm_chunks_loaded += self.tank.load_saved(slots, t0s, blobs, npoints)
+
     def _apply_inbox(self) -> None:
+        if self._loaded:
+            self._apply_loaded()
         if not self._inbox:
             return
         saved: list[tuple[str, int]] = []
@@ -274,6 +295,11 @@ class IngestLoop:
             ("reason",),
         )
         stats.counter("tank.points_added", "points added to the tank", lambda: tank.points_added)
+        stats.counter(
+            "tank.warm_load.chunks_loaded",
+            "saved chunks a warm start put back into memory (read back, then taken by the rings)",
+            lambda: self.warm_chunks_loaded,
+        )
         stats.gauge(
             "process.main_loop_stalled_seconds",
             "seconds since the main loop last went round (normally well under a second)",

@@ -29,6 +29,7 @@ from metrictank.index import MemoryIndex
 from metrictank.input.handler import IngestHandler
 from metrictank.input.kafka import DataConsumer, parse_partitions
 from metrictank.instance.loop import IngestLoop
+from metrictank.instance.warm import WarmLoader, warm_start_times
 from metrictank.query.fallback import GraphiteFallback
 from metrictank.retention import Aggregations, Schemas
 from metrictank.stats import Stats
@@ -201,6 +202,18 @@ class Instance:
                 lost=self._lease_lost,
             )
         self.graphite_fallback = GraphiteFallback.from_config(cfg.graphite)
+        self.warm: WarmLoader | None = None
+        self.warm_start: dict[int, dict] = {}  # offset auto: per partition the replay start and why
+        if kin.offset == "auto":
+            self.warm = WarmLoader(
+                self.tank,
+                self.store,
+                self.lock,
+                self.loop.hand_loaded,
+                self.loop.loaded_pending,
+                lambda: self.node.ready,
+                self.stop_event,
+            )
         self.stats = Stats()
         self._register_stats()
         self._server = None
@@ -341,8 +354,10 @@ class Instance:
         if self.listener is not None:
             self.listener.consume_backlog(self.cfg.kafka_cluster.backlog_process_timeout)
         self.node.persist_backlog_done = True
-        self.consumer.start()
+        self.consumer.start(self._warm_start_times() if self.warm is not None else None)
         self.node.data_consumption_started()
+        if self.warm is not None:
+            self.warm.start()
         if self.failover is not None:
             if self.node.primary:  # started as primary: take the lease (or step down) before the first write
                 self.failover.step()
@@ -365,6 +380,33 @@ class Instance:
                 self.learn_peers(fetch_peers(self.peers, self.cfg.cluster.peer_timeout))
             except Exception:  # noqa: BLE001 - an informative thread: never let it die
                 log.exception("peer poll failed")
+
+    def _warm_start_times(self) -> dict[int, float]:
+        """offset = auto: per partition, the time from which nothing unsaved can be missed (instance/warm.py)."""
+        kin = self.cfg.kafka_mdm_in
+        fallback = kin.auto_offset_fallback or max(
+            r.numchunks * r.chunkspan for r in self.schemas.raw_retentions()
+        )
+        # the index's lastupdate is written at most once per update-interval: a series may be that much newer
+        slack = self.cfg.cassandra_idx.update_interval
+        now = self.clock()
+        with self.lock:
+            times, why = warm_start_times(
+                self.tank,
+                self.partitions,
+                now,
+                kin.auto_offset_margin,
+                fallback,
+                last_data=lambda rows: self.index.lastupdates(rows) + int(slack),
+            )
+        self.warm_start = {
+            p: {"from": times[p], "secondsBack": round(now - times[p], 1), "why": why[p]} for p in times
+        }
+        log.info(
+            "warm start: replaying from %s",
+            ", ".join(f"partition {p} {now - times[p]:.0f}s back ({why[p]})" for p in sorted(times)),
+        )
+        return times
 
     def _load_index(self) -> None:
         """Series known to the store, before the persist backlog (its marks then apply at once) and before any
@@ -649,6 +691,12 @@ class Instance:
                     for p in self.partitions
                 },
                 "metricsActive": len(self.index),
+                "warmStart": {
+                    "partitions": {str(p): v for p, v in sorted(self.warm_start.items())},
+                    "load": self.warm.status(),
+                }
+                if self.warm is not None
+                else None,
                 "replay": {str(p): pp.as_json() for p, pp in sorted(self.replay_progress().items())},
                 "version": f"metrictank-py-{__version__}",
             }
@@ -688,6 +736,8 @@ class Instance:
         )
         if self.failover is not None:
             self.failover.register_stats(s)
+        if self.warm is not None:
+            self.warm.register_stats(s)
         if self.membership is not None:
             self.membership.register_stats(s)
         if self.graphite_fallback is not None:

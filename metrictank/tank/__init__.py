@@ -1,5 +1,5 @@
 """The tank: in-memory chunks of every series (Metrictank's AggMetrics). See :mod:`metrictank.tank.tank`."""
 
-from metrictank.tank.tank import DISCARD_REASONS, CompletedChunks, Tank
+from metrictank.tank.tank import DISCARD_REASONS, CompletedChunks, Tank, WarmLoadPlan
 
-__all__ = ["CompletedChunks", "DISCARD_REASONS", "Tank"]
+__all__ = ["CompletedChunks", "DISCARD_REASONS", "Tank", "WarmLoadPlan"]

@@ -44,7 +44,7 @@ from metrictank.chunk import SPANS, decode_chunks
 from metrictank.retention import METHOD_NAMES, STORED_METHODS, Aggregation, Aggregations, Schema, Schemas
 from metrictank.tank import _tank
 
-__all__ = ["CompletedChunks", "DISCARD_REASONS", "Tank"]
+__all__ = ["CompletedChunks", "DISCARD_REASONS", "Tank", "WarmLoadPlan"]
 
 SLOT_DTYPE = np.dtype(
     [
@@ -325,6 +325,22 @@ def _first_match(patterns: list, names: Sequence[str]) -> np.ndarray | None:
                 out[j] = i
                 break
     return out
+
+
+@dataclass
+class WarmLoadPlan:
+    """Saved chunks a warm start may read from the store (see `Tank.warm_load_plan`): per slot, chunks with
+    t0 in [lo, hi], of the given span, under AMKey `keys[i]` in the table of TTL `ttls[i]`."""
+
+    slots: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    span: np.ndarray
+    keys: list[str]
+    ttls: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.slots)
 
 
 @dataclass
@@ -732,6 +748,175 @@ class Tank:
     @property
     def points_added(self) -> int:
         return int(self._meta[M_ADDED])
+
+    # --- warm start: saved chunks loaded from the store ---------------------------------------------------------
+    def warm_load_plan(self, slots: np.ndarray) -> WarmLoadPlan:
+        """Which saved chunks these slots could take from the store: per slot, the t0 range [lo, hi] of the
+        closed chunks memory lacks before its oldest chunk. Only slots with a chunk in memory (open or in the
+        ring) take saved chunks: a slot without one would start its next chunk behind them, and the store
+        answers its reads anyway. `hi` includes the oldest ring chunk when it is incomplete (the replay began
+        inside it): the store's copy is the whole chunk and replaces it. Owner thread, under the tank lock."""
+        slots = np.asarray(slots, np.int64)
+        s = self._slots[slots]
+        flags = s["flags"].astype(np.int64)
+        live = (flags & F_LIVE) != 0
+        rows = s["row"].astype(np.int64)
+        live &= (self._rows["flags"][rows] & R_PRESENT) != 0
+        span = np.asarray(SPANS, np.int64)[s["span_code"]]
+        cnt = s["ring_count"].astype(np.int64)
+        cap = np.maximum(s["ring_cap"].astype(np.int64), 1)
+        limit = cap - 1 + ((flags & F_FINISHED) != 0)
+        oldest_idx = s["ring_base"].astype(np.int64) + (s["ring_head"].astype(np.int64) - cnt) % cap
+        has_ring = cnt > 0
+        oldest = np.where(has_ring, self._ring_t0[np.where(has_ring, oldest_idx, 0)], s["t0"]).astype(
+            np.int64
+        )
+        incomplete = has_ring & ((self._ring_meta[np.where(has_ring, oldest_idx, 0)] & RM_COMPLETE) == 0)
+        room = limit - cnt
+        hi = np.where(incomplete, oldest, oldest - span)
+        lo = oldest - room * span
+        ok = live & (hi >= lo) & (hi > 0) & ((room > 0) | incomplete)
+        keep = np.flatnonzero(ok)
+        keys, ttls = [], []
+        for slot in slots[keep].tolist():
+            k, ttl = self.slot_key(slot)
+            keys.append(k)
+            ttls.append(ttl)
+        return WarmLoadPlan(
+            slots[keep], np.maximum(lo[keep], 0), hi[keep], span[keep], keys, np.asarray(ttls, np.int64)
+        )
+
+    def load_saved(
+        self, slots: np.ndarray, t0s: np.ndarray, blobs: Sequence[bytes], npoints: np.ndarray
+    ) -> int:
+        """Put chunks read from the store into the rings, older than what memory holds (or replacing the oldest
+        ring chunk of the same t0 when it is incomplete); they count as saved. Rules are checked again here:
+        the ring may have moved on since `warm_load_plan`. Returns the chunks taken. Owner thread, under the
+        tank lock. Entries of one slot must be adjacent; any t0 order."""
+        slots = np.asarray(slots, np.int64)
+        t0s = np.asarray(t0s, np.int64)
+        npoints = np.asarray(npoints, np.int64)
+        if len(slots) == 0:
+            return 0
+        order = np.lexsort((-t0s, slots))  # per slot, newest first: each goes just before the oldest so far
+        taken = 0
+        meta = self._meta
+        sl = self._slots
+        marks_s, marks_t = [], []
+        cur = -1
+        for i in order.tolist():
+            slot = int(slots[i])
+            t0 = int(t0s[i])
+            if slot != cur:
+                cur = slot
+                rec = sl[slot]
+                flags = int(rec["flags"])
+                row = int(rec["row"])
+                if not (flags & F_LIVE) or not (int(self._rows["flags"][row]) & R_PRESENT):
+                    cur_ok = False
+                    continue
+                cur_ok = True
+                cap = max(int(rec["ring_cap"]), 1)
+                base = int(rec["ring_base"])
+                head = int(rec["ring_head"])
+                cnt = int(rec["ring_count"])
+                limit = cap - 1 + (1 if flags & F_FINISHED else 0)
+                if cnt:
+                    oidx = base + (head - cnt) % cap
+                    old_t0 = int(self._ring_t0[oidx])
+                    old_incomplete = not (int(self._ring_meta[oidx]) & RM_COMPLETE)
+                else:
+                    oidx, old_t0, old_incomplete = -1, int(rec["t0"]), False
+                top = -1
+            elif not cur_ok:
+                continue
+            n = int(npoints[i])
+            blob = blobs[i]
+            if t0 == old_t0 and old_incomplete:
+                prev = self._ring_blobs[oidx]
+                meta[M_RING_BYTES] += len(blob) - (len(prev) if isinstance(prev, bytes) else 0)
+                meta[M_POINTS_MEM] += n - (int(self._ring_meta[oidx]) >> 8)
+                self._ring_blobs[oidx] = blob
+                self._ring_meta[oidx] = RM_COMPLETE | (n << 8)
+                old_incomplete = False
+            elif t0 < old_t0 and cnt < limit:
+                cnt += 1
+                oidx = base + (head - cnt) % cap
+                self._ring_blobs[oidx] = blob
+                self._ring_t0[oidx] = t0
+                self._ring_meta[oidx] = RM_COMPLETE | (n << 8)
+                sl["ring_count"][slot] = cnt
+                meta[M_RING_CHUNKS] += 1
+                meta[M_RING_BYTES] += len(blob)
+                meta[M_POINTS_MEM] += n
+                old_t0 = t0
+            else:
+                continue
+            taken += 1
+            if t0 > top:
+                top = t0
+                marks_s.append(slot)
+                marks_t.append(t0)
+        if marks_s:
+            self.mark_saved(np.asarray(marks_s, np.int64), np.asarray(marks_t, np.int64))
+        return taken
+
+    def replay_from(
+        self,
+        partitions: Sequence[int],
+        now: int,
+        margin: int,
+        last_data: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> dict[int, int | None]:
+        """Per partition, the data time from which Kafka must be replayed so that nothing unsaved is missed,
+        judged from the saved marks (persist backlog) of the series in memory; None where no series of the
+        partition has a mark (nothing to judge by: replay the whole window).
+
+        Per slot with a mark M the first unsaved chunk starts at M + span. A live slot without a mark is taken
+        to have begun at the newest chunk start P saved for any series of its partition and chunk span (a
+        healthy primary saves the chunks of one boundary together; a series without a mark began after the
+        last save round, or its chunk of that round is still queued). Rollups need their first bucket's raw
+        points: `lead` (span - 1) earlier. `last_data(rows)` (optional) bounds each row's newest data
+        timestamp: a slot whose first unsaved chunk starts after it has nothing unsaved and is ignored (a
+        series that stopped long ago must not pull the replay back to its last save)."""
+        out: dict[int, int | None] = {}
+        n = self._n_slots
+        if n == 0:
+            return {p: None for p in partitions}
+        s = self._slots[:n]
+        rows = s["row"].astype(np.int64)
+        present = (self._rows["flags"][rows] & R_PRESENT) != 0
+        part = self._rows["partition"][rows].astype(np.int64)
+        span = np.asarray(SPANS, np.int64)[s["span_code"]]
+        lay = self._rows["layout"][rows].astype(np.int64)
+        flat = self._lay_base[lay] + (np.arange(n) - self._rows["slot_start"][rows].astype(np.int64))
+        lead = self._tab_lead[flat]
+        lsf = s["lsf"].astype(np.int64)
+        marked = present & (lsf > 0)
+        if last_data is not None:
+            newest = np.asarray(last_data(rows), np.int64)
+            marked_idle = marked & (newest < lsf + span - lead)
+            present &= ~marked_idle
+            marked &= ~marked_idle
+            # an unmarked series idle since before the window's oldest chunk has nothing in it to replay
+            present &= ~(~marked & (newest < now - now % span - 2 * span))
+        for p in partitions:
+            mine = present & (part == p)
+            pm = mine & marked
+            if not pm.any():
+                out[p] = None
+                continue
+            need = lsf[pm] + span[pm] - lead[pm]
+            best = int(need.min())
+            for sp in np.unique(span[mine]).tolist():
+                newest = lsf[pm & (span == sp)]
+                unmarked = mine & ~marked & (span == sp)
+                if not unmarked.any():
+                    continue
+                top = int(newest.max()) if len(newest) else now - now % sp - sp
+                best = min(best, top - int(lead[unmarked].max()))
+            out[p] = max(0, min(best, now) - margin)
+        return out
 
     # --- completed chunks and save marks -----------------------------------------------------------------------
     def _chunks(

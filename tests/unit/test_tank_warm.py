@@ -1,0 +1,127 @@
+"""Warm start in the tank: where to replay from, and saved chunks from the store put back into the rings.
+
+What a user depends on: after a restart that replayed only the unsaved part of Kafka, memory holds every chunk
+of the in-memory window again, each byte-identical to the saved one, a chunk the replay began in the middle of
+is replaced by the whole saved chunk, nothing loaded is offered for saving again, and the replay start never
+skips data that no node saved.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from metrictank.chunk import encode_chunk
+from metrictank.retention import Aggregations, Schemas
+from metrictank.tank import Tank
+
+NOW = 1_700_000_500  # 100 s into a 10-minute chunk
+SPAN = 600
+
+
+def make(retentions: str = "10s:1d:10min:4", now: int = NOW) -> Tank:
+    schemas = Schemas.parse(f"[t]\npattern = .*\nretentions = {retentions}\n")
+    return Tank(schemas, Aggregations.load(None), clock=lambda: now)
+
+
+def sid(i: int) -> str:
+    return f"1.{i:032x}"
+
+
+def add(tank: Tank, n: int, partition: int = 0) -> None:
+    rows = np.arange(n, dtype=np.int64)
+    tank.add_series(
+        rows, [f"s.{r}" for r in rows], np.full(n, 10), np.full(n, partition), [sid(r) for r in rows]
+    )
+
+
+def points(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    ts = np.arange(lo, hi, 10, dtype=np.uint32)
+    return ts, ts.astype(np.float64) * 0.5
+
+
+def saved_chunk(t0: int) -> bytes:
+    ts, vals = points(t0, t0 + SPAN)
+    return encode_chunk(t0, SPAN, ts, vals)
+
+
+def open_t0(now: int = NOW) -> int:
+    return now - now % SPAN
+
+
+def test_loaded_chunks_fill_the_ring_and_replace_the_partial_one():
+    tank = make()
+    add(tank, 1)
+    cur = open_t0()
+    replay_start = cur - SPAN + 300  # the replay began in the middle of the previous chunk
+    tank.set_partition_start(0, replay_start)
+    ts, vals = points(replay_start, NOW)
+    tank.add_points(np.zeros(len(ts), np.int64), ts, vals)
+    assert len(tank.take_completed()) == 1  # the partial chunk completed (incomplete: never saved)
+
+    plan = tank.warm_load_plan(np.array([0]))
+    assert len(plan) == 1
+    # numchunks 4: the open chunk plus 3 closed ones; the partial one (cur - SPAN) is replaced
+    assert (int(plan.lo[0]), int(plan.hi[0])) == (cur - 3 * SPAN, cur - SPAN)
+    assert plan.keys == [sid(0)]
+
+    t0s = [cur - 4 * SPAN, cur - 3 * SPAN, cur - 2 * SPAN, cur - SPAN]  # one more than fits: ignored
+    blobs = [saved_chunk(t) for t in t0s]
+    taken = tank.load_saved(np.zeros(4, np.int64), np.array(t0s), blobs, np.full(4, SPAN // 10))
+    assert taken == 3
+
+    got_ts, got_vals, oldest = tank.read(0, 0, None, cur - 3 * SPAN, NOW + 1)
+    want_ts, want_vals = points(cur - 3 * SPAN, NOW)
+    assert oldest == cur - 3 * SPAN  # memory vouches for the whole window again
+    np.testing.assert_array_equal(got_ts, want_ts)
+    np.testing.assert_array_equal(got_vals, want_vals)
+    # ring blobs are the store's bytes, unchanged
+    es, ei = tank._ring_entries(np.array([0]))
+    assert [tank._ring_blobs[i] for i in ei.tolist()] == blobs[1:]
+    assert tank.save_marks(0) == (cur - SPAN, cur - SPAN)
+    assert len(tank.unsaved_ring_chunks(np.array([0]))) == 0  # loaded chunks are never offered for saving
+    assert tank.stats()["points_in_memory"] == 3 * (SPAN // 10) + len(points(cur, NOW)[0])
+
+
+def test_load_rechecks_the_ring_and_skips_slots_without_data():
+    tank = make()
+    add(tank, 2)
+    cur = open_t0()
+    tank.set_partition_start(0, cur)
+    ts, vals = points(cur, NOW)
+    tank.add_points(np.zeros(len(ts), np.int64), ts, vals)  # row 1 gets nothing: not live
+    plan = tank.warm_load_plan(np.array([0, 1]))
+    assert plan.slots.tolist() == [0]
+    # a chunk as new as the open one, or newer, is never inserted; neither is one for a slot without data
+    taken = tank.load_saved(
+        np.array([0, 1]),
+        np.array([cur, cur - SPAN]),
+        [saved_chunk(cur), saved_chunk(cur - SPAN)],
+        np.array([60, 60]),
+    )
+    assert taken == 0
+    assert tank.stats()["chunks_in_ring"] == 0
+    # a new point in the open chunk after a load still goes in
+    tank.load_saved(np.array([0]), np.array([cur - SPAN]), [saved_chunk(cur - SPAN)], np.array([60]))
+    tank.add_points(np.zeros(1, np.int64), np.array([NOW], np.uint32), np.array([1.0]))
+    got_ts, _v, oldest = tank.read(0, 0, None, 0, NOW + 1)
+    assert oldest == cur - SPAN and got_ts[-1] == NOW and len(got_ts) == 60 + len(ts) + 1
+
+
+def test_replay_from_follows_the_saved_marks():
+    tank = make()
+    add(tank, 3, partition=0)
+    rows = np.arange(3, dtype=np.int64)
+    tank.add_series(np.array([3]), ["p1"], np.array([10]), np.array([1]), [sid(3)])
+    cur = open_t0()
+    # series 0 saved up to the previous chunk, series 1 one chunk behind, series 2 has no mark yet
+    tank.mark_saved(np.array([0, 1]), np.array([cur - SPAN, cur - 2 * SPAN]))
+    got = tank.replay_from([0, 1], NOW, margin=30)
+    assert got[1] is None  # no marks in partition 1: replay the whole window
+    assert got[0] == cur - SPAN - 30  # series 1's first unsaved chunk, minus the margin
+
+    # series 1 stopped before its next chunk: nothing unsaved; series 2 (no mark) counts from the newest save
+    def last_data(r):
+        return np.where(r == 1, cur - 2 * SPAN + 100, NOW)
+
+    assert tank.replay_from([0], NOW, margin=0, last_data=last_data)[0] == cur - SPAN
+    del rows
