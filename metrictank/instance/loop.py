@@ -92,10 +92,10 @@ class IngestLoop:
         self._inbox.append(saved)
 
     def hand_loaded(
-        self, slots: np.ndarray, t0s: np.ndarray, blobs: list[bytes], npoints: np.ndarray
+        self, slots: np.ndarray, t0s: np.ndarray, blobs: list[bytes], npoints: np.ndarray, keys: list[str]
     ) -> None:
         """Any thread: saved chunks read from the store (a warm start) for the loop to put into the rings."""
-        self._loaded.append((slots, t0s, blobs, npoints))
+        self._loaded.append((slots, t0s, blobs, npoints, keys))
 
     def loaded_pending(self) -> int:
         """Blocks of loaded chunks not applied yet (the loader waits while there are a few: bounded memory)."""
@@ -104,9 +104,9 @@ class IngestLoop:
     def _apply_loaded(self) -> None:
         # one block per turn: a block's insertion holds the tank lock for milliseconds, not the whole load
         if self._loaded:
-            slots, t0s, blobs, npoints = self._loaded.popleft()
+            slots, t0s, blobs, npoints, keys = self._loaded.popleft()
             with self.lock:
-                self.warm_chunks_loaded += self.tank.load_saved(slots, t0s, blobs, npoints)
+                self.warm_chunks_loaded += self.tank.load_saved(slots, t0s, blobs, npoints, keys)
 
     def _apply_inbox(self) -> None:
         if self._loaded:

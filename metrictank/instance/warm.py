@@ -70,7 +70,7 @@ class WarmLoader:
         tank,
         store,
         lock,
-        hand: Callable[[np.ndarray, np.ndarray, list, np.ndarray], None],
+        hand: Callable[[np.ndarray, np.ndarray, list, np.ndarray, list], None],
         pending: Callable[[], int],
         start_when: Callable[[], bool],
         stop_event: threading.Event,
@@ -179,7 +179,7 @@ class WarmLoader:
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (lo, hi) in enumerate(zip(plan.lo.tolist(), plan.hi.tolist(), strict=True)):
             groups.setdefault((lo, hi), []).append(i)
-        out_slots, out_t0, out_blobs = [], [], []
+        out_slots, out_t0, out_blobs, out_keys = [], [], [], []
         for (lo, hi), idx in groups.items():
             reqs = [(plan.keys[i], int(plan.ttls[i])) for i in idx]
             got = self._read(reqs, lo, hi)
@@ -191,6 +191,7 @@ class WarmLoader:
                         out_slots.append(int(plan.slots[i]))
                         out_t0.append(int(t0))
                         out_blobs.append(bytes(blob))
+                        out_keys.append(plan.keys[i])
         if not out_blobs:
             return
         t0s = np.asarray(out_t0, np.int64)
@@ -199,7 +200,7 @@ class WarmLoader:
         self.bytes_read += sum(len(b) for b in out_blobs)
         while self.pending() >= MAX_PENDING and not self.stop_event.is_set():
             self.stop_event.wait(0.01)
-        self.hand(np.asarray(out_slots, np.int64), t0s, out_blobs, np.asarray(counts, np.int64))
+        self.hand(np.asarray(out_slots, np.int64), t0s, out_blobs, np.asarray(counts, np.int64), out_keys)
 
     def _read(self, reqs: list[tuple[str, int]], lo: int, hi: int, attempts: int = 3) -> dict | None:
         for attempt in range(attempts):

@@ -787,12 +787,18 @@ class Tank:
         )
 
     def load_saved(
-        self, slots: np.ndarray, t0s: np.ndarray, blobs: Sequence[bytes], npoints: np.ndarray
+        self,
+        slots: np.ndarray,
+        t0s: np.ndarray,
+        blobs: Sequence[bytes],
+        npoints: np.ndarray,
+        keys: Sequence[str] | None = None,
     ) -> int:
         """Put chunks read from the store into the rings, older than what memory holds (or replacing the oldest
         ring chunk of the same t0 when it is incomplete); they count as saved. Rules are checked again here:
         the ring may have moved on since `warm_load_plan`. Returns the chunks taken. Owner thread, under the
-        tank lock. Entries of one slot must be adjacent; any t0 order."""
+        tank lock. Any order. `keys` (the AMKey each entry was read for) guards against a slot that was
+        collected and reused by another series since the plan: such entries are dropped."""
         slots = np.asarray(slots, np.int64)
         t0s = np.asarray(t0s, np.int64)
         npoints = np.asarray(npoints, np.int64)
@@ -812,7 +818,11 @@ class Tank:
                 rec = sl[slot]
                 flags = int(rec["flags"])
                 row = int(rec["row"])
-                if not (flags & F_LIVE) or not (int(self._rows["flags"][row]) & R_PRESENT):
+                if (
+                    not (flags & F_LIVE)
+                    or not (int(self._rows["flags"][row]) & R_PRESENT)
+                    or (keys is not None and self.slot_key(slot)[0] != keys[i])
+                ):
                     cur_ok = False
                     continue
                 cur_ok = True

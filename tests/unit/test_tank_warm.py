@@ -125,3 +125,18 @@ def test_replay_from_follows_the_saved_marks():
 
     assert tank.replay_from([0], NOW, margin=0, last_data=last_data)[0] == cur - SPAN
     del rows
+
+
+def test_a_slot_reused_by_another_series_takes_nothing():
+    tank = make()
+    add(tank, 1)
+    cur = open_t0()
+    ts, vals = points(cur, NOW)
+    tank.add_points(np.zeros(len(ts), np.int64), ts, vals)
+    plan = tank.warm_load_plan(np.array([0]))
+    tank.remove_series(np.array([0]))  # collected between the plan and the apply; the row is reused
+    tank.add_series(np.array([0]), ["other"], np.array([10]), np.array([0]), [sid(7)])
+    tank.add_points(np.zeros(len(ts), np.int64), ts, vals)
+    args = (np.array([0]), np.array([cur - SPAN]), [saved_chunk(cur - SPAN)], np.array([60]))
+    assert tank.load_saved(*args, keys=plan.keys) == 0
+    assert tank.load_saved(*args, keys=[sid(7)]) == 1
