@@ -131,3 +131,21 @@ def test_bad_cluster_and_limit_settings_name_their_key(env, key):
     with pytest.raises(ConfigError) as e:
         load_config(env=env)
     assert key in str(e.value)
+
+
+def test_warm_start_offset_auto_needs_the_persist_backlog_and_the_index():
+    auto = {"MT_KAFKA_MDM_IN_OFFSET": "auto"}
+    with pytest.raises(ConfigError, match=r"^kafka-cluster\.offset: .*auto"):
+        load_config(env=auto)  # the persist backlog defaults to newest: no saved marks to judge by
+    with pytest.raises(ConfigError, match=r"^kafka-cluster\.offset"):
+        load_config(env={**auto, "MT_KAFKA_CLUSTER_ENABLED": "false", "MT_KAFKA_CLUSTER_OFFSET": "6h"})
+    with pytest.raises(ConfigError, match=r"^cassandra-idx\.enabled"):
+        load_config(env={**auto, "MT_KAFKA_CLUSTER_OFFSET": "6h", "MT_CASSANDRA_IDX_ENABLED": "false"})
+    cfg = load_config(
+        env={**auto, "MT_KAFKA_CLUSTER_OFFSET": "6h", "MT_KAFKA_MDM_IN_AUTO_OFFSET_MARGIN": "90s"}
+    )
+    assert (cfg.kafka_mdm_in.offset, cfg.kafka_mdm_in.auto_offset_margin) == ("auto", 90.0)
+    with pytest.raises(ConfigError, match=r"^kafka-mdm-in\.offset .*must be"):
+        load_config(env={"MT_KAFKA_MDM_IN_OFFSET": "autox"})
+    with pytest.raises(ConfigError, match=r"^kafka-cluster\.offset .*must be"):
+        load_config(env={"MT_KAFKA_CLUSTER_OFFSET": "auto"})  # only the data topic has a warm start
