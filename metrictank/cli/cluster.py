@@ -215,6 +215,13 @@ def color_set(color: str, url: str, token: str | None, token_file: str | None) -
     help="Each instance's HTTP base URL, for peer lists; {name} is the instance name.",
 )
 @click.option(
+    "--read-prefix",
+    default="read",
+    show_default=True,
+    help="Read nodes are named <prefix>-0, <prefix>-1, ... (e.g. read-a for the readers of color a).",
+)
+@click.option("--write-prefix", default="write", show_default=True, help="Write nodes' name prefix.")
+@click.option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False),
@@ -229,6 +236,8 @@ def cluster_plan(
     write_replication: int,
     policy: str,
     url_template: str,
+    read_prefix: str,
+    write_prefix: str,
     out_dir: str | None,
 ) -> None:
     """Assign partitions to write and read nodes; refuse a plan that leaves a partition without its readers or
@@ -237,6 +246,8 @@ def cluster_plan(
     \b
     Example:
       metrictank cluster plan --partitions 8 --writers 4 --readers 4 --replication 2 --out /etc/metrictank/plan
+      metrictank cluster plan --partitions 8 --writers 2 --readers 2 --replication 2 --read-prefix read-b \\
+          --out /etc/metrictank/plan        # a second read cluster (color b) over the same writers
     """
     from pathlib import Path
 
@@ -244,7 +255,15 @@ def cluster_plan(
     from metrictank.cluster.plan import PlanError, constant_no_overlap
 
     try:
-        plan = constant_no_overlap(partitions, writers, readers, replication, write_replication)
+        plan = constant_no_overlap(
+            partitions,
+            writers,
+            readers,
+            replication,
+            write_replication,
+            prefix_write=write_prefix,
+            prefix_read=read_prefix,
+        )
     except PlanError as e:
         _fail(f"impossible plan: {e}", EXIT_USAGE)
     url_of = {m.name: url_template.format(name=m.name) for m in plan.members}
@@ -256,3 +275,104 @@ def cluster_plan(
             (d / f"{m.name}.toml").write_text(m.toml(url_of))
             (d / f"{m.name}.env").write_text(m.env(url_of))
         click.echo(f"wrote {len(plan.members)} fragments (.toml and .env) to {d}", err=True)
+
+
+@cluster.command("rollout")
+@click.option(
+    "--exec",
+    "command",
+    metavar="CMD",
+    help="Shell command that restarts one member; {name} and {url} are replaced by the member's (also in "
+    "$MT_ROLLOUT_NAME, $MT_ROLLOUT_URL). It may return before the member is ready: the rollout waits for /readyz.",
+)
+@click.option(
+    "--concurrency", type=int, default=1, show_default=True, help="Members restarting (not ready) at once."
+)
+@click.option("--dry-run", is_flag=True, help="Print the waves and exit 0; restart nothing.")
+@click.option(
+    "--ready-timeout",
+    default="10m",
+    show_default=True,
+    help="Per member: how long its command may run, and then how long it may take to answer /readyz 200.",
+)
+@click.option(
+    "--handover-timeout",
+    default="5m",
+    show_default=True,
+    help="How long a primary's handover retries a refused promotion of its secondary.",
+)
+@click.option(
+    "--require-restart/--no-require-restart",
+    default=True,
+    show_default=True,
+    help="A member counts as done only once GET /node shows a new process (`started` changed).",
+)
+@click.option(
+    "--only", "only", multiple=True, metavar="NAME", help="Restart only these members (repeatable)."
+)
+@_url_option
+@_token_options
+def cluster_rollout(
+    command: str | None,
+    concurrency: int,
+    dry_run: bool,
+    ready_timeout: str,
+    handover_timeout: str,
+    require_restart: bool,
+    only: tuple[str, ...],
+    url: str,
+    token: str | None,
+    token_file: str | None,
+) -> None:
+    """Restart every member in order: readers of the standby color, readers of the active color, secondaries,
+    then each primary after a handover to a ready secondary (demote, promote).
+
+    The members come from the live member table of the node at --url (`[cluster] membership-topic`). At most
+    --concurrency members restart at once, and a member goes down only while every other replica of its
+    partitions (of its kind: active readers, standby readers, writers) is ready, so every partition stays served
+    by a ready active reader. Per member: run --exec, then wait for /readyz 200 (a standby-color reader: its node
+    state) within --ready-timeout. The first failure (command exit status, not ready in time, a refused
+    handover) stops the rollout with a report (finished, failed and why, not started) and exit 1. Exit 2: the
+    rollout would be unsafe (a member not alive, a partition with one active reader, a primary without a
+    secondary), with the reason.
+
+    \b
+    Examples:
+      metrictank cluster rollout --url http://write-0:6060 --dry-run
+      metrictank cluster rollout --url http://write-0:6060 --token-file /etc/metrictank/token \\
+          --exec 'ssh {name}.mt.internal sudo systemctl restart metrictank@{name}'
+    """
+    from metrictank.cli._common import EXIT_USAGE, _duration, _fail
+    from metrictank.cluster.rollout import RolloutError, Runner, plan_rollout
+
+    if not dry_run and not command:
+        _fail("--exec CMD is required (or --dry-run to print the plan)", EXIT_USAGE)
+    ready_s = _duration(ready_timeout, "--ready-timeout")
+    handover_s = _duration(handover_timeout, "--handover-timeout")
+    live = _live_members(url)
+    if live is None:
+        _get(url, "/cluster")  # exits 3 when the node cannot be reached at all
+        _fail(f"{url} has no member table: set [cluster] membership-topic on every node", EXIT_USAGE)
+    try:
+        plan = plan_rollout(
+            live.get("members") or [], live.get("activeColor") or "", concurrency, only or None
+        )
+    except RolloutError as e:
+        _fail(f"rollout refused: {e}", EXIT_USAGE)
+    click.echo(plan.table())
+    if command:
+        click.echo(f"command: {command}")
+    if dry_run:
+        return
+    runner = Runner(
+        plan,
+        command or "",
+        token=_token(token, token_file),
+        ready_timeout=ready_s,
+        handover_timeout=handover_s,
+        require_restart=require_restart,
+        echo=lambda s: click.echo(s),
+    )
+    report = runner.run()
+    click.echo(report.text(), err=not report.ok)
+    sys.exit(0 if report.ok else EXIT_REFUSED)
