@@ -96,11 +96,16 @@ def _str(value: Any) -> str:
     raise ValueError(f"not a string: {value!r}")
 
 
+def _duration_or_auto(value: Any) -> float | str:
+    return "auto" if value == "auto" else parse_duration(value)
+
+
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "str": _str,
     "int": _int,
     "bool": _bool,
     "duration": parse_duration,
+    "duration|auto": _duration_or_auto,
 }
 
 
@@ -469,12 +474,22 @@ OPTIONS: tuple[Option, ...] = (
     _o(
         "cluster",
         "read-window",
-        "duration",
-        1800.0,
+        "duration|auto",
+        "auto",
         "A read node keeps in memory only the chunks that cover this window (the open chunk plus enough closed "
-        "ones, at least two per archive, never more than numchunks); older data is read from the store. Size it "
-        "to the writers' persist lag plus a margin: a chunk must be saved before it leaves a reader's memory.",
-        _positive,
+        "ones, at least two per archive, never more than numchunks); older data is read from the store. A chunk "
+        "must be saved before it leaves a reader's memory, so the window must exceed the writers' save delay. "
+        "auto: measured at start-up from the persist backlog (the largest time from a raw chunk's t0 to its "
+        "announcement in the last hour) plus read-window-margin; without announcements to measure, numchunks.",
+        lambda v: None if v == "auto" or v > 0 else "must be auto or a duration greater than 0",
+    ),
+    _o(
+        "cluster",
+        "read-window-margin",
+        "duration",
+        600.0,
+        "With read-window = auto: added to the measured save delay.",
+        _non_negative,
     ),
     _o(
         "cluster",
@@ -713,6 +728,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _o(
         "cassandra-idx",
+        "archive-table",
+        "str",
+        "metric_idx_archive",
+        "Table that archived series' rows move to (Metrictank's schema_archive_table; created beside the index "
+        "table, as Metrictank's nodes and tools refuse to start without it).",
+        lambda v: "must not be empty" if not v else _identifier(v),
+    ),
+    _o(
+        "cassandra-idx",
         "max-stale",
         "duration",
         0.0,
@@ -860,7 +884,7 @@ def _toml_value(opt: Option, value: Any) -> str:
         return "true" if value else "false"
     if opt.type == "int":
         return str(value)
-    if opt.type == "duration":
+    if opt.type == "duration" or opt.type == "duration|auto" and value != "auto":
         return _format_duration(value)
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -976,6 +1000,11 @@ def _check_cross(values: dict[str, dict[str, Any]]) -> None:
         )
     if c["role"] == "read" and c["primary-node"]:
         raise ConfigError("cluster.primary-node: a read node (cluster.role = read) never becomes primary")
+    if c["role"] == "read" and c["read-window"] == "auto" and not values["kafka-cluster"]["enabled"]:
+        raise ConfigError(
+            "cluster.read-window: auto measures the writers' save delay on the persist topic; enable kafka-cluster "
+            "or give a duration"
+        )
     if c["role"] == "read" and c["failover"] == "auto":
         raise ConfigError(
             "cluster.failover: auto makes nodes promote themselves; a read node (cluster.role = read) never does"

@@ -28,8 +28,17 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from fnmatch import fnmatchcase
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
+from metrictank.cluster.readwindow import SaveAge
 from metrictank.input.kafka import FetchStallWatch, consumer_config, start_offsets, start_position
 from metrictank.schema import DecodeError, decode_persist, encode_persist
 from metrictank.schema.persist import decode_persist_items
@@ -395,6 +404,9 @@ class PersistListener(FetchStallWatch):
         self.decode_errors_by_reason: dict[str, int] = {}
         self.chunks_dropped_by_reason: dict[str, int] = {}
         self.backlog_seconds: float | None = None
+        self.save_age = (
+            SaveAge()
+        )  # how long trusted writers take to announce raw chunks (cluster/readwindow.py)
         self._consumer = consumer_factory(consumer_config(brokers, client_id=f"{instance}-persist-in"))
         md = self._consumer.list_topics(topic, timeout=10)
         tmd = md.topics.get(topic)
@@ -413,6 +425,10 @@ class PersistListener(FetchStallWatch):
         self.stall_after = 10.0  # seconds without messages before the fetchers are checked (None: never)
         self._last_data = time.monotonic()
 
+    def _recent_save_age(self) -> float:
+        age = self.save_age.recent_max(self._clock(), 600)
+        return -1.0 if age is None else age
+
     # -- trust ------------------------------------------------------------------------------------------
     @property
     def decode_errors(self) -> int:
@@ -420,6 +436,12 @@ class PersistListener(FetchStallWatch):
         return sum(self.decode_errors_by_reason.get(r, 0) for r in UNDECODABLE)
 
     def register_stats(self, stats: Stats) -> None:
+        stats.gauge(
+            "cluster.persist.save_age_seconds",
+            "largest time from a raw chunk's t0 to its persist announcement in the last 10 minutes (what a read "
+            "node must hold in memory; -1: no announcement)",
+            lambda: self._recent_save_age(),
+        )
         stats.counter(
             "cluster.notifier.all.messages-received",
             "persist messages received",
@@ -584,6 +606,9 @@ class PersistListener(FetchStallWatch):
             self.max_epoch[p] = batch.epoch
         self.chunks_received += len(chunks)
         if chunks:
+            kind, ts_ms = m.timestamp()
+            if kind != TIMESTAMP_NOT_AVAILABLE and ts_ms > 0:
+                self.save_age.add(ts_ms / 1000.0, chunks)
             origins.append((m.partition(), m.offset(), len(saved)))
             saved.extend(chunks)
 

@@ -255,7 +255,11 @@ class IngestHandler:
                 if rows:
                     arr = np.asarray(rows, dtype=np.int64)
                     if self.on_definitions is not None:
-                        self.on_definitions.removed(self.index.definitions(arr))
+                        defs = self.index.definitions(arr)
+                        if msg.op == _OP_ARCHIVE:
+                            self.on_definitions.archived(defs)
+                        else:
+                            self.on_definitions.removed(defs)
                     self.tank.remove_series(arr)
                     self.index.remove(arr)
             elif msg.op == _OP_RESTORE:

@@ -311,6 +311,12 @@ class IngestLoop:
             lambda: tank.stats()["chunks_in_ring"],
         )
         stats.counter(
+            "tank.evicted_unsaved_chunks",
+            "chunks that left memory before a save was announced for them (a read-window or numchunks shorter "
+            "than the writers' save delay: reads of that range find neither memory nor store until the save)",
+            lambda: tank.stats()["evicted_unsaved"],
+        )
+        stats.counter(
             "input.kafka-mdm.batch_errors",
             "consumed batches whose ingest failed (skipped; see the log)",
             lambda: self.batch_errors,

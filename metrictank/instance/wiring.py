@@ -23,6 +23,7 @@ from metrictank.cluster.peers import fetch_peers, parse_peers
 from metrictank.cluster.persist import PersistListener, PersistNotifier, max_future_for, parse_trust
 from metrictank.cluster.persister import Persister
 from metrictank.cluster.promotion import PromotionInputs, promotion_reasons
+from metrictank.cluster.readwindow import read_window_for
 from metrictank.config import Config
 from metrictank.heap import HeapTrimmer
 from metrictank.index import MemoryIndex
@@ -54,8 +55,13 @@ class Instance:
 
         self.role = cfg.cluster.role
         self.schemas = Schemas.load(cfg.retention.schemas_file or None)
-        if self.role == "read":  # memory for what the writers may not have saved yet; the store has the rest
+        # A read node keeps memory for what the writers may not have saved yet; the store has the rest. With
+        # read-window = auto the window is measured from the persist backlog in start(), before any series.
+        self.read_window: dict | None = None
+        self._read_window_auto = self.role == "read" and cfg.cluster.read_window == "auto"
+        if self.role == "read" and not self._read_window_auto:
             self.schemas = self.schemas.with_memory_window(cfg.cluster.read_window)
+            self.read_window = {"mode": "fixed", "seconds": cfg.cluster.read_window}
         self.aggregations = Aggregations.load(cfg.retention.aggregations_file or None)
         self.index = MemoryIndex()
         self.tank = Tank(self.schemas, self.aggregations, clock=clock, row_of_id=self.index.row_of)
@@ -342,7 +348,7 @@ class Instance:
     def start(self, serve_http: bool = True) -> None:
         if serve_http:
             self._start_http()
-        if self.index_store is not None:
+        if self.index_store is not None and not self._read_window_auto:
             self._load_index()
         if self.membership is not None:
             self.membership.start()
@@ -353,6 +359,12 @@ class Instance:
             threading.Thread(target=self._watch_peers, name="peer-watch", daemon=True).start()
         if self.listener is not None:
             self.listener.consume_backlog(self.cfg.kafka_cluster.backlog_process_timeout)
+        if self._read_window_auto:
+            # the window must be known before the first series gets its ring: the index loads after it (the
+            # backlog's marks wait as pending marks until their series appear)
+            self._measure_read_window()
+            if self.index_store is not None:
+                self._load_index()
         self.node.persist_backlog_done = True
         self.consumer.start(self._warm_start_times() if self.warm is not None else None)
         self.node.data_consumption_started()
@@ -380,6 +392,28 @@ class Instance:
                 self.learn_peers(fetch_peers(self.peers, self.cfg.cluster.peer_timeout))
             except Exception:  # noqa: BLE001 - an informative thread: never let it die
                 log.exception("peer poll failed")
+
+    def _measure_read_window(self) -> None:
+        """read-window = auto (cluster/readwindow.py): the writers' save delay seen in the persist backlog."""
+        assert self.listener is not None  # the config requires kafka-cluster for it
+        age = self.listener.save_age.recent_max(self.clock(), 3600)
+        window = read_window_for(age, self.cfg.cluster.read_window_margin)
+        if window is None:
+            log.warning(
+                "read-window auto: no raw chunk announcement in the persist backlog's last hour to measure the "
+                "save delay by; keeping the schemas' numchunks"
+            )
+            self.read_window = {"mode": "auto", "seconds": None, "measuredSaveAge": None}
+            return
+        self.schemas = self.schemas.with_memory_window(window)
+        self.tank.schemas = self.schemas  # no series yet: every ring is sized by the cut schemas
+        self.local_source.schemas = self.schemas
+        self.read_window = {"mode": "auto", "seconds": round(window, 1), "measuredSaveAge": round(age, 1)}
+        log.info(
+            "read-window auto: writers announce raw chunks up to %.0fs after their t0; keeping %.0fs in memory",
+            age,
+            window,
+        )
 
     def _warm_start_times(self) -> dict[int, float]:
         """offset = auto: per partition, the time from which nothing unsaved can be missed (instance/warm.py)."""
@@ -691,6 +725,8 @@ class Instance:
                     for p in self.partitions
                 },
                 "metricsActive": len(self.index),
+                "readWindow": self.read_window,
+                "evictedUnsavedChunks": self.tank.stats()["evicted_unsaved"],
                 "warmStart": {
                     "partitions": {str(p): v for p, v in sorted(self.warm_start.items())},
                     "load": self.warm.status(),

@@ -71,6 +71,19 @@ def cql_create_table(keyspace: str, table: str) -> str:
     )
 
 
+def cql_create_archive_table(keyspace: str, table: str) -> str:
+    """Metrictank's `schema_archive_table`: the same columns plus `archived_at`, the same key. Metrictank's nodes
+    and tools (mt-index-cat, mt-store-cat) stop at start-up when it is missing, so it is created beside
+    `metric_idx` even when nothing is archived."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {keyspace}.{table} (id text, orgid int, partition int, name text, "
+        "interval int, unit text, mtype text, tags set<text>, lastupdate int, archived_at int, "
+        "PRIMARY KEY (partition, id)) "
+        "WITH compaction = {'class': 'SizeTieredCompactionStrategy'} "
+        "AND compression = {'class': 'org.apache.cassandra.io.compress.LZ4Compressor'}"
+    )
+
+
 def _i32(v: int) -> int:
     """Cassandra's `int` is 32 bits; Metrictank's driver would reject a larger value, we clamp it."""
     return _I32_MIN if v < _I32_MIN else _I32_MAX if v > _I32_MAX else v
@@ -151,6 +164,7 @@ class IndexStore:
         self.inserts_ok = 0
         self.insert_errors = 0
         self.deletes_ok = 0
+        self.archived_ok = 0
         self.delete_errors = 0
         self.loaded = 0
         self.load_invalid = 0
@@ -208,6 +222,25 @@ class IndexStore:
             self._cv.notify_all()
         return True
 
+    def archive(self, defs: DefBatch, archived_at: int) -> bool:
+        """Queue the move of these definitions' rows to the archive table (a control message archiving series:
+        Metrictank's `metric_idx_archive`, with `archived_at`). Never waits; False when the queue is full."""
+        n = len(defs)
+        if n == 0:
+            return True
+        rows = [
+            (i, o, p, nm, iv, u, mt, t, _i32(lu), _i32(int(archived_at)))
+            for i, o, p, nm, iv, u, mt, t, lu in defs.rows()
+        ]
+        with self._cv:
+            if self._closing or n > self.room():
+                self.save_skipped += n
+                return False
+            self._q.append(("archive", rows, n))
+            self._queued += n
+            self._cv.notify_all()
+        return True
+
     def pending(self) -> int:
         """Definitions queued or being written."""
         return self._queued + self._busy
@@ -248,6 +281,9 @@ class IndexStore:
                 if op == "insert":
                     self._write(payload)
                     self.inserts_ok += len(payload)
+                elif op == "archive":
+                    self._archive(payload)
+                    self.archived_ok += len(payload)
                 else:
                     self._delete(payload)
                     self.deletes_ok += len(payload)
@@ -444,6 +480,9 @@ class IndexStore:
         )
         stats.counter("idx.cassandra.query-delete.ok", "definition rows deleted", lambda: self.deletes_ok)
         stats.counter(
+            "idx.cassandra.archived", "definition rows moved to the archive table", lambda: self.archived_ok
+        )
+        stats.counter(
             "idx.cassandra.query-delete.fail",
             "failed definition deletes (retried)",
             lambda: self.delete_errors,
@@ -467,6 +506,10 @@ class IndexStore:
     def _delete(self, keys: list[tuple[int, str]]) -> None:
         raise NotImplementedError
 
+    def _archive(self, rows: list[tuple]) -> None:
+        """Insert the rows (with archived_at) into the archive table, then delete them from the index table."""
+        raise NotImplementedError
+
     def _scan(self, partition: int, batch_size: int) -> Iterator[list[tuple]]:
         """Raw rows (id, orgid, partition, name, interval, unit, mtype, tags, lastupdate) of one partition."""
         raise NotImplementedError
@@ -485,11 +528,18 @@ class SQLiteIndexStore(IndexStore):
     backend = "sqlite"
 
     def __init__(
-        self, path: str | Path, table: str = "metric_idx", *, busy_timeout: float = 30.0, **kw: Any
+        self,
+        path: str | Path,
+        table: str = "metric_idx",
+        *,
+        archive_table: str = "metric_idx_archive",
+        busy_timeout: float = 30.0,
+        **kw: Any,
     ) -> None:
         super().__init__(**kw)
         self.path = str(path)
         self.table = table
+        self.archive_table = archive_table
         self._busy_timeout = busy_timeout
         self._conn = self._connect()
         self._conn.execute(
@@ -497,6 +547,12 @@ class SQLiteIndexStore(IndexStore):
             "partition INTEGER NOT NULL, name TEXT NOT NULL, interval INTEGER NOT NULL, unit TEXT NOT NULL, "
             "mtype TEXT NOT NULL, tags TEXT NOT NULL, lastupdate INTEGER NOT NULL, PRIMARY KEY (partition, id)) "
             "WITHOUT ROWID"
+        )
+        self._conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {archive_table} (id TEXT NOT NULL, orgid INTEGER NOT NULL, "
+            "partition INTEGER NOT NULL, name TEXT NOT NULL, interval INTEGER NOT NULL, unit TEXT NOT NULL, "
+            "mtype TEXT NOT NULL, tags TEXT NOT NULL, lastupdate INTEGER NOT NULL, archived_at INTEGER NOT NULL, "
+            "PRIMARY KEY (partition, id)) WITHOUT ROWID"
         )
         self._wlock = threading.Lock()  # one writer connection; several writer threads take turns
         self._start_writers()
@@ -533,6 +589,28 @@ class SQLiteIndexStore(IndexStore):
             c.execute("BEGIN")
             try:
                 c.executemany(f"DELETE FROM {self.table} WHERE partition = ? AND id = ?", keys)
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+    def _archive(self, rows: list[tuple]) -> None:
+        data = [
+            (i, o, p, nm, iv, u, mt, json.dumps(sorted(set(t))), lu, at)
+            for i, o, p, nm, iv, u, mt, t, lu, at in rows
+        ]
+        with self._wlock:
+            c = self._conn
+            c.execute("BEGIN")
+            try:
+                c.executemany(
+                    f"INSERT OR REPLACE INTO {self.archive_table} (id, orgid, partition, name, interval, unit, "
+                    "mtype, tags, lastupdate, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    data,
+                )
+                c.executemany(
+                    f"DELETE FROM {self.table} WHERE partition = ? AND id = ?", [(r[2], r[0]) for r in rows]
+                )
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
@@ -586,6 +664,7 @@ class CassandraIndexStore(IndexStore):
         keyspace: str,
         table: str = "metric_idx",
         *,
+        archive_table: str = "metric_idx_archive",
         create: bool = True,
         timeout: float = 5.0,
         concurrency: int = 32,
@@ -601,8 +680,14 @@ class CassandraIndexStore(IndexStore):
         self._concurrency = max(1, concurrency)
         self._tuple_factory = tuple_factory
         t = f"{keyspace}.{table}"
+        self.archive_table = archive_table
         if create:
             session.execute(cql_create_table(keyspace, table), timeout=max(timeout, 30.0))
+            session.execute(cql_create_archive_table(keyspace, archive_table), timeout=max(timeout, 30.0))
+        self._insert_archive = session.prepare(
+            f"INSERT INTO {keyspace}.{archive_table} (id, orgid, partition, name, interval, unit, mtype, tags, "
+            "lastupdate, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
         self._insert = session.prepare(
             f"INSERT INTO {t} (id, orgid, partition, name, interval, unit, mtype, tags, lastupdate) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -633,6 +718,14 @@ class CassandraIndexStore(IndexStore):
 
     def _delete(self, keys: list[tuple[int, str]]) -> None:
         self._run_concurrent(self._del, keys)
+
+    def _archive(self, rows: list[tuple]) -> None:
+        # archive first: a retry after a failure in between repeats both (idempotent), nothing is lost
+        self._run_concurrent(
+            self._insert_archive,
+            [(i, o, p, nm, iv, u, mt, set(t) or None, lu, at) for i, o, p, nm, iv, u, mt, t, lu, at in rows],
+        )
+        self._run_concurrent(self._del, [(r[2], r[0]) for r in rows])
 
     def _scan(self, partition: int, batch_size: int) -> Iterator[list[tuple]]:
         bs = self._select.bind((partition,))
@@ -744,6 +837,12 @@ class IndexUpdater:
         if len(defs):
             self.store.delete(defs.ids, defs.partitions.tolist())
 
+    def archived(self, defs: DefBatch) -> None:
+        """Series archived by a control message: their rows move to the archive table (Metrictank's
+        `ArchiveDefs`), stamped with the wall clock."""
+        if len(defs):
+            self.store.archive(defs, int(self.clock()))
+
 
 def open_index_store(cfg: Any, store: Any, partitions: Sequence[int]) -> IndexStore | None:
     """The index store `[cassandra-idx]` asks for, next to the chunk store `[store] backend` (reusing the
@@ -765,12 +864,13 @@ def open_index_store(cfg: Any, store: Any, partitions: Sequence[int]) -> IndexSt
             store.session,
             keyspace,
             c["table"],
+            archive_table=c["archive-table"],
             create=cfg.cassandra.create_keyspace,
             timeout=cfg.cassandra.timeout,
             **kw,
         )
     else:
-        idx = SQLiteIndexStore(cfg.sqlite.path, c["table"], **kw)
+        idx = SQLiteIndexStore(cfg.sqlite.path, c["table"], archive_table=c["archive-table"], **kw)
     if c["update-cassandra-index"]:
         idx.start_pruning(partitions, c["max-stale"], c["prune-interval"])
     return idx

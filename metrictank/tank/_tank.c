@@ -108,6 +108,7 @@ enum {
     M_ROLLUP_DISCARD,
     M_REORDERED,
     M_RING_BYTES,
+    M_EVICT_UNSAVED,
     M_COUNT
 };
 
@@ -378,9 +379,11 @@ static int emit_event(Ctx *c, uint32_t si, const Slot *s, PyObject *blob) {
     return PyList_Append(c->ev_blobs, blob);
 }
 
-/* drop the oldest closed chunk of a slot */
+/* drop the oldest closed chunk of a slot; one not covered by the saved mark yet is counted (a read node whose
+ * ring is shorter than the writers' save delay: reads of that range find neither memory nor store) */
 static void ring_evict(Ctx *c, Slot *s) {
     uint32_t idx = s->ring_base + (uint32_t)((s->ring_head + s->ring_cap - s->ring_count) % s->ring_cap);
+    if (c->ring_t0[idx] > s->lsf) c->meta[M_EVICT_UNSAVED]++;
     PyObject *old = PyList_GET_ITEM(c->ring_blobs, idx);
     if (old && PyBytes_Check(old)) c->meta[M_RING_BYTES] -= PyBytes_GET_SIZE(old);
     c->meta[M_POINTS_MEM] -= c->ring_meta[idx] >> 8;
@@ -790,6 +793,7 @@ static PyObject *py_release(PyObject *self, PyObject *args) {
         for (uint32_t k = 0; k < L->nslots; k++) {
             Slot *s = &c.slots[rw->slot_start + k];
             if (!(s->flags & F_FINISHED)) c.meta[M_POINTS_MEM] -= s->npoints;
+            s->lsf = 0xFFFFFFFFu; /* the series is forgotten, not short of memory: not an unsaved eviction */
             ring_trim(&c, s, 0);
             if (s->flags & F_ALLOC) c.meta[M_ARENA_WASTE] += s->cap;
             s->flags = 0;

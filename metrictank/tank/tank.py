@@ -132,8 +132,9 @@ RM_COMPLETE, RM_FIRST = 1, 2
     M_ROLLUP_DISCARD,
     M_REORDERED,
     M_RING_BYTES,
-) = range(15)
-assert _tank.META_COUNT == 15
+    M_EVICT_UNSAVED,
+) = range(16)
+assert _tank.META_COUNT == 16
 
 #: Discard reasons, as Metrictank's `discarded_samples_total{reason}` labels where it has one.
 DISCARD_REASONS: dict[str, int] = {
@@ -1302,6 +1303,7 @@ class Tank:
             "ring_blob_bytes": int(m[M_RING_BYTES]),
             "rollup_discarded": int(m[M_ROLLUP_DISCARD]),
             "reordered": int(m[M_REORDERED]),
+            "evicted_unsaved": int(m[M_EVICT_UNSAVED]),
         }
 
     def memory_bytes(self) -> int:

@@ -147,3 +147,43 @@ def test_paged_load_and_prune(idx_store):
     left = {n for b in store.load([0, 1], now=now) for n in b.names}
     assert left == {f"paged.s{i}" for i in range(25) if i <= 10 or i % 2 == 1}
     assert np.all(np.concatenate([b.lastupdates for b in store.load([0], now=now)]) >= now - 10_000)
+
+
+def test_metric_idx_archive_exists_and_archiving_moves_rows(idx_store, cassandra_session):
+    """Metrictank's nodes and tools stop at start-up without `metric_idx_archive` (schema_archive_table: the index
+    columns plus `archived_at int`); archiving moves a row there and out of metric_idx."""
+    s, ks = idx_store
+    rows = cassandra_session.execute(
+        "SELECT column_name, type, kind FROM system_schema.columns WHERE keyspace_name = %s AND table_name = %s",
+        (ks, "metric_idx_archive"),
+    )
+    assert {r[0]: (r[1], r[2]) for r in rows} == {**METRICTANK_COLUMNS, "archived_at": ("int", "regular")}
+    now = int(time.time())
+    defs = [
+        (
+            series_id(1, f"arch.s{i}", "ms", "gauge", 10, ["a=b"]),
+            1,
+            i,
+            f"arch.s{i}",
+            10,
+            "ms",
+            "gauge",
+            ("a=b",),
+            now,
+        )
+        for i in range(3)
+    ]
+    from metrictank.index import DefBatch
+
+    assert s.update(DefBatch.from_rows(defs)) == 3
+    assert s.drain(20) == 0
+    assert s.archive(DefBatch.from_rows(defs[1:2]), now + 5)
+    assert s.drain(20) == 0
+    live = {r[0] for r in cassandra_session.execute(f"SELECT id FROM {ks}.metric_idx")}
+    assert live == {defs[0][0], defs[2][0]}
+    arch = list(
+        cassandra_session.execute(
+            f"SELECT id, partition, name, tags, lastupdate, archived_at FROM {ks}.metric_idx_archive"
+        )
+    )
+    assert [tuple(r) for r in arch] == [(defs[1][0], 1, "arch.s1", {"a=b"}, now, now + 5)]

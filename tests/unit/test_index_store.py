@@ -528,3 +528,22 @@ def test_writer_survives_more_failed_attempts_than_a_float_exponent_allows(tmp_p
         assert (s.failures, s.insert_errors, s.inserts_ok) == (0, 1100, 2)
     finally:
         s.close(5)
+
+
+def test_control_archive_moves_the_row_to_the_archive_table(store, tmp_path):
+    """An archive control message (op 1) removes the series from memory and moves its row, stamped with
+    archived_at, to metric_idx_archive (Metrictank's ArchiveDefs); the other rows stay."""
+    md = _md("to.be.archived", NOW - 50)
+    keep = _md("to.be.kept", NOW - 50)
+    h, index = _node(store)
+    h.process([encode_metricdata(md), encode_metricdata(keep)], lambda i: 0)
+    store.drain(5)
+    d = ControlMetricDefinition(parse_mkey(md.id), 1, md.name, 10, "", "gauge", [], NOW - 50, 0)
+    h.process([encode_control(ControlMsg([d], 1))], lambda i: 0)
+    store.drain(5)
+    assert index.row_of(md.id) is None
+    assert list(_stored(store)) == [keep.id]
+    conn = sqlite3.connect(tmp_path / "idx.db")
+    got = conn.execute("SELECT id, partition, name, lastupdate, archived_at FROM metric_idx_archive").fetchall()
+    assert got == [(md.id, 0, md.name, NOW - 50, NOW)]
+    assert store.archived_ok == 1

@@ -140,3 +140,24 @@ def test_a_slot_reused_by_another_series_takes_nothing():
     args = (np.array([0]), np.array([cur - SPAN]), [saved_chunk(cur - SPAN)], np.array([60]))
     assert tank.load_saved(*args, keys=plan.keys) == 0
     assert tank.load_saved(*args, keys=[sid(7)]) == 1
+
+
+def test_a_chunk_leaving_the_ring_before_its_save_is_counted():
+    """A read node whose window is shorter than the writers' save delay loses chunks from memory before the
+    store has them: counted, so that the operator sees it (and a forgotten series is not such a loss)."""
+    tank = make("10s:1d:10min:2")  # the open chunk plus one closed one
+    add(tank, 2)
+    cur = open_t0()
+    for t0 in (cur - 3 * SPAN, cur - 2 * SPAN, cur - SPAN):
+        ts, vals = points(t0, t0 + SPAN)
+        tank.add_points(np.zeros(len(ts), np.int64), ts, vals)
+        tank.add_points(np.ones(len(ts), np.int64), ts, vals)
+        tank.take_completed()
+    tank.mark_saved(np.array([1]), np.array([cur - 2 * SPAN]))  # series 1's announcements kept up
+    ts, vals = points(cur, NOW)
+    tank.add_points(np.zeros(len(ts), np.int64), ts, vals)
+    tank.add_points(np.ones(len(ts), np.int64), ts, vals)
+    # series 0 lost cur-3*SPAN and cur-2*SPAN unsaved; series 1 only cur-3*SPAN
+    assert tank.stats()["evicted_unsaved"] == 3
+    tank.remove_series(np.array([0, 1]))  # collected: not a loss of memory
+    assert tank.stats()["evicted_unsaved"] == 3
