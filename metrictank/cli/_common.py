@@ -4,12 +4,12 @@ and Graphite times as options, a node's HTTP API (node, cluster), the store a to
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
+from metrictank.cluster.rollout import ranges_text
 from metrictank.config import ConfigError, load_config, parse_duration
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
@@ -72,18 +72,7 @@ def _get(url: str, path: str) -> dict:
         _fail(f"GET {path} on {url}: not JSON: {r.text[:200]!r}", EXIT_UNREACHABLE)
 
 
-def _ranges(nums: Iterable[int]) -> str:
-    """`0,1,2,3,5,7,8` as `0-3,5,7-8`: partition lists are long."""
-    vals = sorted(int(n) for n in nums)
-    out: list[str] = []
-    i = 0
-    while i < len(vals):
-        j = i
-        while j + 1 < len(vals) and vals[j + 1] == vals[j] + 1:
-            j += 1
-        out.append(str(vals[i]) if i == j else f"{vals[i]}-{vals[j]}")
-        i = j + 1
-    return ",".join(out) or "-"
+_ranges = ranges_text  # the CLI modules print partition lists with it
 
 
 def _secs(v: Any) -> str:

@@ -36,6 +36,7 @@ __all__ = [
     "Target",
     "Wave",
     "plan_rollout",
+    "ranges_text",
     "substitute",
 ]
 
@@ -47,7 +48,8 @@ class RolloutError(ValueError):
     """The rollout cannot be done safely; the message says why and what to do."""
 
 
-def _ranges(nums: Iterable[int]) -> str:
+def ranges_text(nums: Iterable[int]) -> str:
+    """`0,1,2,3,5,7,8` as `0-3,5,7-8`: partition lists are long (the CLI prints them the same way)."""
     vals = sorted(set(int(n) for n in nums))
     out: list[str] = []
     i = 0
@@ -113,7 +115,7 @@ class RolloutPlan:
                     phase += f" ({self.active_color})"
                 if w.phase == "standby readers":
                     phase += f" ({t.color})"
-                rows.append((str(i), phase, t.name, t.role, t.color or "-", _ranges(t.partitions), gate))
+                rows.append((str(i), phase, t.name, t.role, t.color or "-", ranges_text(t.partitions), gate))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows]
         head = (
@@ -173,7 +175,7 @@ def plan_rollout(
         for b in primaries[i + 1 :]:
             if parts[a] & parts[b]:
                 problems.append(
-                    f"partitions {_ranges(parts[a] & parts[b])} have two primaries ({a}, {b}): demote one first"
+                    f"partitions {ranges_text(parts[a] & parts[b])} have two primaries ({a}, {b}): demote one first"
                 )
     wanted = set(groups) if only is None else set(only)
     unknown = wanted - set(groups)
@@ -190,7 +192,7 @@ def plan_rollout(
             alone = parts[name] - covered
             if alone:
                 problems.append(
-                    f"partitions {_ranges(alone)} are served by {name} alone among the active readers: restarting "
+                    f"partitions {ranges_text(alone)} are served by {name} alone among the active readers: restarting "
                     "it would leave them unserved; give them a second active reader, or restart the standby color "
                     "and switch colors (`metrictank cluster color set`)"
                 )
@@ -202,7 +204,7 @@ def plan_rollout(
             )
             if not cands and name in wanted:
                 problems.append(
-                    f"no secondary holds all of primary {name}'s partitions {_ranges(parts[name])}: no handover "
+                    f"no secondary holds all of primary {name}'s partitions {ranges_text(parts[name])}: no handover "
                     "is possible, and restarting it would leave them without a writer"
                 )
         targets[name] = Target(
@@ -427,7 +429,7 @@ class Runner:
                 r, why = waiting[0]
                 shared = set(t.partitions) & set(self.plan.targets[r].partitions)
                 return False, (
-                    f"not taken down: its replica {r} (partitions {_ranges(shared)}) is not ready after "
+                    f"not taken down: its replica {r} (partitions {ranges_text(shared)}) is not ready after "
                     f"{self.ready_timeout:.0f}s ({why})"
                 )
             self.sleep(self.poll)

@@ -565,56 +565,47 @@ class SQLiteIndexStore(IndexStore):
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
-    def _write(self, rows: list[tuple]) -> None:
-        data = [
-            (i, o, p, nm, iv, u, mt, json.dumps(sorted(set(t))), lu) for i, o, p, nm, iv, u, mt, t, lu in rows
-        ]
+    def _tx(self, *steps: tuple[str, list]) -> None:
+        """executemany of each (sql, rows) in one transaction, under the writer lock."""
         with self._wlock:
             c = self._conn
             c.execute("BEGIN")
             try:
-                c.executemany(
-                    f"INSERT OR REPLACE INTO {self.table} (id, orgid, partition, name, interval, unit, mtype, "
-                    "tags, lastupdate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    data,
-                )
+                for sql, rows in steps:
+                    c.executemany(sql, rows)
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
 
+    def _write(self, rows: list[tuple]) -> None:
+        data = [
+            (i, o, p, nm, iv, u, mt, json.dumps(sorted(set(t))), lu) for i, o, p, nm, iv, u, mt, t, lu in rows
+        ]
+        self._tx(
+            (
+                f"INSERT OR REPLACE INTO {self.table} (id, orgid, partition, name, interval, unit, mtype, tags, "
+                "lastupdate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                data,
+            )
+        )
+
     def _delete(self, keys: list[tuple[int, str]]) -> None:
-        with self._wlock:
-            c = self._conn
-            c.execute("BEGIN")
-            try:
-                c.executemany(f"DELETE FROM {self.table} WHERE partition = ? AND id = ?", keys)
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+        self._tx((f"DELETE FROM {self.table} WHERE partition = ? AND id = ?", keys))
 
     def _archive(self, rows: list[tuple]) -> None:
         data = [
             (i, o, p, nm, iv, u, mt, json.dumps(sorted(set(t))), lu, at)
             for i, o, p, nm, iv, u, mt, t, lu, at in rows
         ]
-        with self._wlock:
-            c = self._conn
-            c.execute("BEGIN")
-            try:
-                c.executemany(
-                    f"INSERT OR REPLACE INTO {self.archive_table} (id, orgid, partition, name, interval, unit, "
-                    "mtype, tags, lastupdate, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    data,
-                )
-                c.executemany(
-                    f"DELETE FROM {self.table} WHERE partition = ? AND id = ?", [(r[2], r[0]) for r in rows]
-                )
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+        self._tx(
+            (
+                f"INSERT OR REPLACE INTO {self.archive_table} (id, orgid, partition, name, interval, unit, mtype, "
+                "tags, lastupdate, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                data,
+            ),
+            (f"DELETE FROM {self.table} WHERE partition = ? AND id = ?", [(r[2], r[0]) for r in rows]),
+        )
 
     def _scan(self, partition: int, batch_size: int) -> Iterator[list[tuple]]:
         conn = self._connect()  # a reader of its own: WAL lets it run beside the writer
