@@ -161,3 +161,83 @@ def test_a_chunk_leaving_the_ring_before_its_save_is_counted():
     assert tank.stats()["evicted_unsaved"] == 3
     tank.remove_series(np.array([0, 1]))  # collected: not a loss of memory
     assert tank.stats()["evicted_unsaved"] == 3
+
+
+def _reference_load(tank: Tank, slots, t0s, blobs, npoints) -> dict:
+    """The rule of `load_saved`, one chunk at a time: what each ring must hold afterwards."""
+    from metrictank.tank.tank import F_FINISHED, F_LIVE, RM_COMPLETE
+
+    want = {}
+    for slot in sorted(set(slots)):
+        rec = tank._slots[slot]
+        es, ei = tank._ring_entries(np.array([slot]))
+        ring = [(int(tank._ring_t0[i]), tank._ring_blobs[i], int(tank._ring_meta[i])) for i in ei.tolist()]
+        if not int(rec["flags"]) & F_LIVE:
+            want[slot] = ring
+            continue
+        limit = int(rec["ring_cap"]) - 1 + (1 if int(rec["flags"]) & F_FINISHED else 0)
+        mine = sorted(
+            {t: (b, n) for s, t, b, n in zip(slots, t0s, blobs, npoints, strict=True) if s == slot}.items(),
+            reverse=True,
+        )
+        for t0, (b, n) in mine:
+            oldest = ring[0][0] if ring else int(rec["t0"])
+            if ring and t0 == oldest and not ring[0][2] & RM_COMPLETE:
+                ring[0] = (t0, b, RM_COMPLETE | (n << 8))
+            elif t0 < oldest and len(ring) < limit:
+                ring.insert(0, (t0, b, RM_COMPLETE | (n << 8)))
+        want[slot] = ring
+    return want
+
+
+def test_load_matches_the_one_chunk_at_a_time_rule():
+    rng = np.random.default_rng(7)
+    for _round in range(20):
+        tank = make("10s:1d:10min:5")
+        n = 30
+        add(tank, n)
+        cur = open_t0()
+        # series start at random points of the last hour (some mid-chunk: incomplete), some get nothing
+        starts = cur - rng.integers(0, 7, n) * SPAN + rng.integers(0, 60, n) * 10
+        tank.set_partition_start(0, int(starts.min()) + 300)
+        for r in range(n):
+            if r % 7 == 3:
+                continue
+            ts, vals = points(int(starts[r]), NOW)
+            tank.add_points(np.full(len(ts), r, np.int64), ts, vals)
+        tank.take_completed()
+        slots, t0s, blobs, npts = [], [], [], []
+        for r in range(n):
+            for t0 in rng.choice(
+                np.arange(cur - 8 * SPAN, cur + SPAN, SPAN), size=rng.integers(0, 8), replace=False
+            ):
+                slots.append(r)
+                t0s.append(int(t0))
+                blobs.append(saved_chunk(int(t0)))
+                npts.append(SPAN // 10)
+        perm = rng.permutation(len(slots))
+        slots, t0s = [slots[i] for i in perm], [t0s[i] for i in perm]
+        blobs, npts = [blobs[i] for i in perm], [npts[i] for i in perm]
+        want = _reference_load(tank, slots, t0s, blobs, npts)
+        before_rings = {}
+        for slot in want:
+            _es, ei = tank._ring_entries(np.array([slot]))
+            before_rings[slot] = [
+                (int(tank._ring_t0[i]), tank._ring_blobs[i], int(tank._ring_meta[i])) for i in ei.tolist()
+            ]
+        taken = tank.load_saved(np.array(slots, np.int64), np.array(t0s), blobs, np.array(npts))
+        got = {}
+        for slot in want:
+            _es, ei = tank._ring_entries(np.array([slot]))
+            got[slot] = [
+                (int(tank._ring_t0[i]), tank._ring_blobs[i], int(tank._ring_meta[i])) for i in ei.tolist()
+            ]
+        assert got == want
+        # the counters follow the rings: every ring entry of every slot, and their blobs' bytes
+        after = tank.stats()
+        _es, ei = tank._ring_entries(np.arange(n, dtype=np.int64))
+        assert after["chunks_in_ring"] == len(ei)
+        assert after["ring_blob_bytes"] == sum(len(tank._ring_blobs[i]) for i in ei.tolist())
+        assert taken == sum(
+            1 for s in want for e in want[s] if e not in {(t, b, m) for t, b, m in before_rings[s]}
+        )
