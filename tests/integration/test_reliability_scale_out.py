@@ -96,11 +96,21 @@ def topic_layout(kafka: str, topics: list[str]) -> dict[tuple[str, int], tuple[i
 
 
 def topic_min_isr(kafka: str, topic: str) -> str:
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, ConfigResource
 
     admin = AdminClient({"bootstrap.servers": kafka})  # alive until the answer is in
     res = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    return admin.describe_configs([res])[res].result(30)["min.insync.replicas"].value
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return admin.describe_configs([res])[res].result(30)["min.insync.replicas"].value
+        except KafkaException as e:
+            # the broker asked may not have the new topic in its metadata cache yet (3 brokers, a loaded
+            # machine: seen in CI); any other error, or one that lasts, fails the test
+            if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def counters(url: str) -> dict[str, int]:
