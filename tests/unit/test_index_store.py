@@ -544,6 +544,8 @@ def test_control_archive_moves_the_row_to_the_archive_table(store, tmp_path):
     assert index.row_of(md.id) is None
     assert list(_stored(store)) == [keep.id]
     conn = sqlite3.connect(tmp_path / "idx.db")
-    got = conn.execute("SELECT id, partition, name, lastupdate, archived_at FROM metric_idx_archive").fetchall()
+    got = conn.execute(
+        "SELECT id, partition, name, lastupdate, archived_at FROM metric_idx_archive"
+    ).fetchall()
     assert got == [(md.id, 0, md.name, NOW - 50, NOW)]
     assert store.archived_ok == 1
