@@ -404,9 +404,8 @@ class PersistListener(FetchStallWatch):
         self.decode_errors_by_reason: dict[str, int] = {}
         self.chunks_dropped_by_reason: dict[str, int] = {}
         self.backlog_seconds: float | None = None
-        self.save_age = (
-            SaveAge()
-        )  # how long trusted writers take to announce raw chunks (cluster/readwindow.py)
+        # how long trusted writers take to announce raw chunks (cluster/readwindow.py)
+        self.save_age = SaveAge()
         self._consumer = consumer_factory(consumer_config(brokers, client_id=f"{instance}-persist-in"))
         md = self._consumer.list_topics(topic, timeout=10)
         tmd = md.topics.get(topic)
@@ -440,7 +439,7 @@ class PersistListener(FetchStallWatch):
             "cluster.persist.save_age_seconds",
             "largest time from a raw chunk's t0 to its persist announcement in the last 10 minutes (what a read "
             "node must hold in memory; -1: no announcement)",
-            lambda: self._recent_save_age(),
+            self._recent_save_age,
         )
         stats.counter(
             "cluster.notifier.all.messages-received",
@@ -608,7 +607,7 @@ class PersistListener(FetchStallWatch):
         if chunks:
             kind, ts_ms = m.timestamp()
             if kind != TIMESTAMP_NOT_AVAILABLE and ts_ms > 0:
-                self.save_age.add(ts_ms / 1000.0, chunks)
+                self.save_age.add(ts_ms / 1000.0, chunks, now=wall)
             origins.append((m.partition(), m.offset(), len(saved)))
             saved.extend(chunks)
 

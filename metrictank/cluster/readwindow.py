@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["MAX_AGE", "SaveAge", "read_window_for"]
+__all__ = ["MAX_AGE", "MAX_SKEW", "SaveAge", "read_window_for"]
 
 MAX_AGE = 7 * 86400  # an age beyond this is not a save delay but a backfill or garbage
 BUCKET = 60
+MAX_SKEW = 300  # seconds an announcement's timestamp may be ahead of this node's clock
 
 
 class SaveAge:
@@ -32,8 +33,12 @@ class SaveAge:
         self._max: dict[int, float] = {}  # minute of announce time -> largest age announced in it
         self.samples = 0
 
-    def add(self, announced: float, chunks: Iterable[tuple[str, int]]) -> None:
-        """Chunks of one persist message announced at `announced` (unix seconds, the message's timestamp)."""
+    def add(self, announced: float, chunks: Iterable[tuple[str, int]], now: float | None = None) -> None:
+        """Chunks of one persist message announced at `announced` (unix seconds, the message's timestamp, which
+        its producer sets). With `now`, an announcement stamped more than `MAX_SKEW` ahead of this clock is
+        ignored: its minute would stay "recent" for good and pin the window at its largest."""
+        if now is not None and announced > now + MAX_SKEW:
+            return
         best = -1.0
         for amkey, t0 in chunks:
             if "_" in amkey:

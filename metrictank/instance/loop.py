@@ -103,10 +103,9 @@ class IngestLoop:
 
     def _apply_loaded(self) -> None:
         # one block per turn: a block's insertion holds the tank lock for milliseconds, not the whole load
-        if self._loaded:
-            slots, t0s, blobs, npoints, keys = self._loaded.popleft()
-            with self.lock:
-                self.warm_chunks_loaded += self.tank.load_saved(slots, t0s, blobs, npoints, keys)
+        slots, t0s, blobs, npoints, keys = self._loaded.popleft()
+        with self.lock:
+            self.warm_chunks_loaded += self.tank.load_saved(slots, t0s, blobs, npoints, keys)
 
     def _apply_inbox(self) -> None:
         if self._loaded:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from metrictank.chunk import decode_chunks
+from metrictank.chunk import ChunkError, decode_chunk, decode_chunks
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class WarmLoader:
         self.chunks_read = 0
         self.bytes_read = 0
         self.read_errors = 0
+        self.chunks_invalid = 0
         self.slots_done = 0
         self.slots_total = 0
         self.started_at = 0.0
@@ -108,6 +109,7 @@ class WarmLoader:
             "chunksRead": self.chunks_read,
             "bytesRead": self.bytes_read,
             "readErrors": self.read_errors,
+            "chunksInvalid": self.chunks_invalid,
             "slotsDone": self.slots_done,
             "slotsTotal": self.slots_total,
             "seconds": round(self.seconds if self.state in ("done", "failed") else self._elapsed(), 3),
@@ -123,6 +125,11 @@ class WarmLoader:
             "tank.warm_load.read_errors",
             "failed store reads of a warm start's load",
             lambda: self.read_errors,
+        )
+        stats.counter(
+            "tank.warm_load.chunks_invalid",
+            "stored chunks a warm start's load could not decode (skipped; queries reading them report it)",
+            lambda: self.chunks_invalid,
         )
         stats.gauge(
             "tank.warm_load.done",
@@ -195,7 +202,36 @@ class WarmLoader:
         if not out_blobs:
             return
         t0s = np.asarray(out_t0, np.int64)
-        counts, _ts, _vals = decode_chunks(t0s.astype(np.uint32), out_blobs)
+        try:
+            counts, _ts, _vals = decode_chunks(t0s.astype(np.uint32), out_blobs)
+        except ChunkError:
+            # a row that does not decode (written by a broken or hostile writer) must cost only itself: the
+            # block is decoded chunk by chunk, the bad ones are counted and left in the store for queries to
+            # report, the rest of the load goes on
+            # Memory vouches for everything from its oldest chunk on: a slot keeps only the chunks newer than
+            # its newest bad one, or the chunks behind it would hide a hole from the store fallback.
+            sizes: dict[int, int] = {}
+            bad_above: dict[int, int] = {}  # slot -> newest t0 that did not decode
+            for i, (slot, t0, blob) in enumerate(zip(out_slots, out_t0, out_blobs, strict=True)):
+                try:
+                    sizes[i] = len(decode_chunk(t0, blob)[0])
+                except ChunkError:
+                    self.chunks_invalid += 1
+                    bad_above[slot] = max(t0, bad_above.get(slot, t0))
+            keep = [i for i in sizes if out_t0[i] > bad_above.get(out_slots[i], -1)]
+            counts = [sizes[i] for i in keep]
+            log.warning(
+                "warm start: stored chunks of %d series do not decode; %d chunks of them not loaded (queries read "
+                "those from the store)",
+                len(bad_above),
+                len(out_blobs) - len(keep),
+            )
+            out_slots = [out_slots[i] for i in keep]
+            out_blobs = [out_blobs[i] for i in keep]
+            out_keys = [out_keys[i] for i in keep]
+            t0s = t0s[keep]
+            if not keep:
+                return
         self.chunks_read += len(out_blobs)
         self.bytes_read += sum(len(b) for b in out_blobs)
         while self.pending() >= MAX_PENDING and not self.stop_event.is_set():

@@ -816,10 +816,14 @@ class Tank:
         flags = rec["flags"].astype(np.int64)
         ok = ((flags & F_LIVE) != 0) & ((self._rows["flags"][rec["row"].astype(np.int64)] & R_PRESENT) != 0)
         if keys is not None:
-            head_of_slot = np.flatnonzero(np.r_[True, es[1:] != es[:-1]])
-            for h in head_of_slot[ok[head_of_slot]].tolist():
-                if self.slot_key(int(es[h]))[0] != keys[int(order[h])]:
-                    ok[h : h + int(np.argmax(np.r_[es[h:] != es[h], True]))] = False
+            heads = np.flatnonzero(np.r_[True, es[1:] != es[:-1]])
+            reused = [
+                int(es[h])
+                for h in heads[ok[heads]].tolist()
+                if self.slot_key(int(es[h]))[0] != keys[int(order[h])]
+            ]
+            if reused:
+                ok &= ~np.isin(es, reused)
         order, es, et, rec, flags = order[ok], es[ok], et[ok], rec[ok], flags[ok]
         if len(es) == 0:
             return 0

@@ -52,3 +52,12 @@ def test_read_window_config():
     load_config(
         env={"MT_CLUSTER_ROLE": "read", "MT_KAFKA_CLUSTER_ENABLED": "false", "MT_CLUSTER_READ_WINDOW": "1h"}
     )
+
+
+def test_an_announcement_stamped_in_the_future_is_ignored():
+    """A producer's clock (or a hostile one) far ahead would keep its minute "recent" for good."""
+    s = SaveAge()
+    s.add(NOW + 86400, [(ID, NOW)], now=NOW)  # a day ahead, a day "old": would pin the window
+    assert s.recent_max(NOW + 3600, 3600) is None
+    s.add(NOW + 60, [(ID, NOW + 60 - 12)], now=NOW)  # a minute of skew is fine
+    assert s.recent_max(NOW + 60, 3600) == 12

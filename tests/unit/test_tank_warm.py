@@ -241,3 +241,47 @@ def test_load_matches_the_one_chunk_at_a_time_rule():
         assert taken == sum(
             1 for s in want for e in want[s] if e not in {(t, b, m) for t, b, m in before_rings[s]}
         )
+
+
+def test_a_stored_chunk_that_does_not_decode_costs_only_itself():
+    """The warm loader reads rows any writer may have put in the store: a corrupt one is counted and skipped,
+    the other chunks of its block are still loaded, and the load finishes."""
+    import threading
+
+    from metrictank.instance.warm import WarmLoader
+
+    tank = make()
+    add(tank, 2)
+    cur = open_t0()
+    tank.set_partition_start(0, cur)
+    ts, vals = points(cur, NOW)
+    for r in range(2):
+        tank.add_points(np.full(len(ts), r, np.int64), ts, vals)
+    good = {t: saved_chunk(t) for t in (cur - 3 * SPAN, cur - 2 * SPAN, cur - SPAN)}
+
+    class Store:
+        def read_many(self, reqs, start, end, max_span):
+            out = {}
+            for key, _ttl in reqs:
+                chunks = [(t, b) for t, b in sorted(good.items()) if start <= t < end]
+                if key == sid(1):  # series 1's newest stored chunk is garbage
+                    chunks[-1] = (chunks[-1][0], b"\x02\x0b\xff\xff")
+                out[key] = chunks
+            return out
+
+    handed = []
+    stop = threading.Event()
+    w = WarmLoader(
+        tank, Store(), threading.RLock(), lambda *a: handed.append(a), lambda: 0, lambda: True, stop
+    )
+    w.start()
+    w.join(10)
+    assert w.state == "done" and w.chunks_invalid == 1 and w.chunks_read == 3  # series 0: all; series 1: none
+    for block in handed:
+        tank.load_saved(*block)
+    assert tank.read(0, 0, None, 0, NOW + 1)[2] == cur - 3 * SPAN  # series 0: all three chunks
+    got_ts, _v, oldest = tank.read(1, 0, None, 0, NOW + 1)
+    # series 1: its newest stored chunk is bad, so the older good ones stay in the store too: memory must not
+    # vouch for a range with a hole in it (the read path asks the store for everything before `oldest`)
+    assert oldest == cur
+    assert len(got_ts) == len(ts)
