@@ -122,6 +122,11 @@ def test_cli_config_check(tmp_path: Path):
         ({"MT_CLUSTER_ROLE": "read", "MT_CLUSTER_PRIMARY_NODE": "true"}, "cluster.primary-node"),
         ({"MT_CLUSTER_ROLE": "read", "MT_CLUSTER_FAILOVER": "auto"}, "cluster.failover"),
         ({"MT_CLUSTER_READ_WINDOW": "0s"}, "cluster.read-window"),
+        ({"MT_CLUSTER_READ_WINDOW_MARGIN": "-1s"}, "cluster.read-window-margin"),
+        ({"MT_KAFKA_MDM_IN_AUTO_OFFSET_MARGIN": "-5m"}, "kafka-mdm-in.auto-offset-margin"),
+        ({"MT_KAFKA_MDM_IN_AUTO_OFFSET_FALLBACK": "forever"}, "kafka-mdm-in.auto-offset-fallback"),
+        ({"MT_CASSANDRA_IDX_ARCHIVE_TABLE": "idx; DROP TABLE x"}, "cassandra-idx.archive-table"),
+        ({"MT_CASSANDRA_IDX_ARCHIVE_TABLE": ""}, "cassandra-idx.archive-table"),
         ({"MT_CLUSTER_COLOR": "a"}, "cluster.color"),  # a color without a membership topic to switch it on
         ({"MT_CLUSTER_COLOR": "green", "MT_CLUSTER_MEMBERSHIP_TOPIC": "m"}, "cluster.color"),
         ({"MT_CLUSTER_HEARTBEAT": "0s"}, "cluster.heartbeat"),
