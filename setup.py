@@ -1,8 +1,10 @@
 """Builds the compiled kernels; everything else is declared in pyproject.toml.
 
-Two small C extensions, no numpy headers (they take buffers), so a fresh machine needs only a C compiler:
+Three small C extensions, no numpy or librdkafka headers (they take buffers; librdkafka's functions are looked up
+at run time in the copy confluent_kafka loaded), so a fresh machine needs only a C compiler:
 - metrictank.chunk._codec: the Gorilla/SeriesLong chunk codec (whole batches of chunks per call);
-- metrictank.tank._tank: the per-point tank kernel (ring, incremental encoding, rollups) over columnar state.
+- metrictank.tank._tank: the per-point tank kernel (ring, incremental encoding, rollups) over columnar state;
+- metrictank.input._rdbatch: whole-batch Kafka consumption as flat buffers, the GIL released.
 """
 
 from setuptools import Extension, setup
@@ -13,5 +15,11 @@ setup(
     ext_modules=[
         Extension("metrictank.chunk._codec", sources=["metrictank/chunk/_codec.c"], extra_compile_args=_FLAGS),
         Extension("metrictank.tank._tank", sources=["metrictank/tank/_tank.c"], extra_compile_args=_FLAGS),
+        Extension(
+            "metrictank.input._rdbatch",
+            sources=["metrictank/input/_rdbatch.c"],
+            extra_compile_args=_FLAGS,
+            libraries=["dl", "pthread"],
+        ),
     ]
 )

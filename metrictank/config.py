@@ -412,6 +412,17 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "Extra librdkafka settings, `key=value` separated by commas.",
     ),
+    _o(
+        "kafka-mdm-in",
+        "batch-consumer",
+        "bool",
+        True,
+        "Read the data topics with the whole-batch consumer: librdkafka's batch call in C, a batch handed over "
+        "as a few flat buffers instead of one Python object per message, read ahead by a thread of its own "
+        "(the main loop's share of the work roughly halves at 100k series; docs/benchmarks.md). false: "
+        "confluent_kafka's consume(). Falls back to it, with a warning, when librdkafka cannot be found "
+        "through confluent_kafka.",
+    ),
     # --- kafka-cluster (persist notifications)
     _o("kafka-cluster", "enabled", "bool", True, "Send and receive persist notifications on Kafka."),
     _o(

@@ -1,8 +1,10 @@
 """Kafka consumption for the data topics (`[kafka-mdm-in]`) and shared Kafka helpers.
 
 Like Metrictank, an instance assigns its partitions itself: no consumer group, nothing committed, every instance
-reads the same partitions. Messages are taken in large batches (`consume(num_messages=N)`) because the cost that
-matters in Python is per call; librdkafka is tuned so that its prefetch queue is always full when we ask.
+reads the same partitions. Messages are taken in large batches because the cost that matters in Python is per call
+and per object: by default through `batch_consumer` (librdkafka's batch call in C, the payloads handed over as
+one buffer, read ahead by a thread of its own), else through confluent_kafka's `consume(num_messages=N)`;
+librdkafka is tuned so that its prefetch queue is always full when we ask.
 
 Per partition the consumer keeps what safe promotion needs: the first offset it consumed and that message's
 timestamp (a chunk that began before it was not seen from its start), and the lag samples from which Metrictank's
@@ -19,10 +21,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from metrictank.config import parse_duration
+from metrictank.input.batch_consumer import BatchConsumer, PackedMessages, Prefetcher, available
 from metrictank.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -186,6 +190,18 @@ class PartitionTracker:
                     break
         return new
 
+    def observe_first_packed(self, b: PackedMessages) -> list[int]:
+        """`observe_first` for a packed batch (numpy over its partition column)."""
+        parts, first = np.unique(b.partitions, return_index=True)
+        new = []
+        for p, i in zip(parts.tolist(), first.tolist(), strict=True):
+            if p not in self.first_offset:
+                self.first_offset[p] = int(b.offsets[i])
+                ts_ms = int(b.timestamps[i])
+                self.first_ts[p] = ts_ms / 1000.0 if ts_ms > 0 else time.time()
+                new.append(p)
+        return new
+
     def from_log_start(self, p: int) -> bool:
         """Consumption of p began at the very start of its log: nothing was missed."""
         return self.first_offset.get(p, -1) == 0 or (
@@ -244,15 +260,18 @@ class LagMonitor:
 
 @dataclass
 class Batch:
-    """One consume() call's worth of data messages: their payloads and partitions, in arrival order."""
+    """One consume() call's worth of data messages: their payloads and partitions, in arrival order.
 
-    values: list[bytes]
-    partitions: list[int]
+    `values` is a list of bytes (confluent_kafka's consume) or a PackedMessages (the batch consumer), which the
+    decoder takes whole; `partitions` is then its int32 partition column."""
+
+    values: Sequence[bytes]
+    partitions: Sequence[int]
     errors: int = 0
-    nbytes: int = 0  # payload bytes, estimated from a sample of the messages
+    nbytes: int = 0  # payload bytes (estimated from a sample of the messages for a list)
 
     def partition_of(self, i: int) -> int:
-        return self.partitions[i]
+        return int(self.partitions[i])
 
 
 class BrokerProbe:
@@ -409,14 +428,23 @@ class DataConsumer(FetchStallWatch):
         fetch_max_wait: float = 0.1,
         extra_options: str = "",
         client_id: str = "mt",
-        consumer_factory: Callable[[dict], Consumer] = Consumer,
+        consumer_factory: Callable[[dict], Consumer] | None = None,
         batch_bytes: int = 4 << 20,
+        batch_consumer: bool = True,
     ) -> None:
         self.topics = list(topics)
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
         self._avg_size = 0.0  # payload bytes per message, estimated from the previous batch
-        self._consumer = consumer_factory(consumer_config(brokers, extra_options, fetch_max_wait, client_id))
+        cfg = consumer_config(brokers, extra_options, fetch_max_wait, client_id)
+        # whole-batch consumption unless told otherwise, a test injects a client, or the extension is missing
+        self.packed = consumer_factory is None and batch_consumer and available() is not None
+        self._consumer = BatchConsumer(cfg) if self.packed else (consumer_factory or Consumer)(cfg)
+        self._reader: Prefetcher | None = None
+        # packed: the next offset per partition of what was handed to the caller (the reader reads ahead, so
+        # the client's position counts batches still queued; lag must not). None: ask the client.
+        self._handed: dict[int, int] | None = {} if self.packed else None
+        self.client_errors = 0  # errors the batch consumer's client reported outside messages
         self.partitions = resolve_partitions(self._consumer, self.topics, partitions)
         # the whole topic's partition count: a cluster query must know which partitions other nodes serve
         md = self._consumer.list_topics(self.topics[0], timeout=10)
@@ -451,6 +479,8 @@ class DataConsumer(FetchStallWatch):
         self._start_offsets = {(tp.topic, tp.partition): tp.offset for tp in tps}
         self._last_data = time.monotonic()
         self._assigned = True
+        if self.packed:
+            self._reader = Prefetcher(self._consumer, self._batch_messages())
         self.probe.start()
         log.info(
             "consuming %s partitions %s from %s",
@@ -468,7 +498,15 @@ class DataConsumer(FetchStallWatch):
         payloads and partitions are taken out and the Messages freed before it resumes, so they are never
         traversed. While paused (at most `timeout`, the GIL being released in consume()), other threads'
         allocations are only counted; the collection they are due happens right after.
+
+        With the batch consumer there are no Message objects: the reader thread has the next batch ready as a
+        few flat buffers.
         """
+        if self._reader is not None:
+            return self._poll_packed(timeout)
+        if self.packed:  # not started: nothing is assigned yet
+            time.sleep(timeout)
+            return Batch(values=[], partitions=[])
         gc_was_enabled = gc.isenabled()
         if gc_was_enabled:
             gc.disable()
@@ -503,6 +541,27 @@ class DataConsumer(FetchStallWatch):
         nbytes = int(len(values) * self._avg_size)
         return Batch(values=values, partitions=partitions, errors=errors, nbytes=nbytes)
 
+    def _poll_packed(self, timeout: float) -> Batch:
+        reader = self._reader
+        reader.size = self._batch_messages()
+        b = reader.get(timeout)
+        if b.n_errors:
+            self.transport_errors += b.n_errors
+            for code, p, off, text in b.errors[:3]:
+                log.warning("kafka consume error on partition %d at %d: %s (code %d)", p, off, text, code)
+        if len(b):
+            self._last_data = time.monotonic()
+            self.probe.data_arrived()
+            self._avg_size = len(b.payloads) / len(b)
+            if not self.tracker.all_started:
+                self.tracker.observe_first_packed(b)
+            if b.last is None:
+                self._handed = None
+            elif self._handed is not None:
+                for p, off in b.last:
+                    self._handed[p] = off + 1
+        return Batch(values=b, partitions=b.partitions, errors=b.n_errors, nbytes=len(b.payloads))
+
     def _batch_messages(self) -> int:
         """batch_size messages, or fewer when they are big (MetricPointArrays): at most about batch_bytes of
         payload per batch, because a batch's memory is several times its payload (the payload list, its
@@ -517,11 +576,18 @@ class DataConsumer(FetchStallWatch):
         if not self._assigned or now - self._last_sample < every:
             return
         self._last_sample = now
+        if self.packed:
+            self._client_errors()
         tps = [TopicPartition(self.topics[0], p) for p in self.partitions]
-        try:
-            positions = self._consumer.position(tps)
-        except Exception:  # noqa: BLE001
-            return
+        if self._handed is not None:
+            positions = [
+                TopicPartition(tp.topic, tp.partition, self._handed.get(tp.partition, -1001)) for tp in tps
+            ]
+        else:
+            try:
+                positions = self._consumer.position(tps)
+            except Exception:  # noqa: BLE001
+                return
         for tp in positions:
             try:
                 low, high = self._consumer.get_watermark_offsets(tp, cached=True)
@@ -536,6 +602,14 @@ class DataConsumer(FetchStallWatch):
                 read = self._first_to_read(tp.topic, tp.partition, low, high)
             self.tracker.last_offset[tp.partition] = read - 1
             self.lag.sample(tp.partition, now, high, read)
+
+    def _client_errors(self) -> None:
+        """The batch consumer's client errors (all brokers down, transport) are counted and logged here, once
+        a second, since its error callback cannot call into Python."""
+        total, recent = self._consumer.client_errors()
+        self.client_errors = total
+        for code, text in recent[:3]:
+            log.warning("kafka client error: %s (code %d)", text, code)
 
     def _first_to_read(self, topic: str, partition: int, low: int, high: int) -> int:
         """Where a partition that nothing was consumed from yet is read from: where consumption was asked to
@@ -591,6 +665,16 @@ class DataConsumer(FetchStallWatch):
             "consume errors reported by the client",
             lambda: self.transport_errors,
         )
+        stats.counter(
+            "input.kafka-mdm.reader_errors",
+            "batch consumer: consume calls of the reader thread that failed (retried after 1 s)",
+            lambda: self._reader.errors if self._reader is not None else 0,
+        )
+        stats.counter(
+            "input.kafka-mdm.client_errors",
+            "errors the client reported outside messages (brokers down, transport), batch consumer only",
+            lambda: self.client_errors,
+        )
         stats.gauge(
             "input.kafka-mdm.broker_unreachable_seconds",
             "seconds since the data brokers last answered (a fetch with data or a metadata probe)",
@@ -604,6 +688,10 @@ class DataConsumer(FetchStallWatch):
 
     def close(self) -> None:
         self.probe.stop()
+        if self._reader is not None and not self._reader.stop():
+            # the handle cannot be freed under the reader's call; the process is ending anyway
+            log.warning("the kafka reader thread did not stop; leaving the consumer open")
+            return
         try:
             self._consumer.close()
         except Exception:  # noqa: BLE001

@@ -77,6 +77,7 @@ class Instance:
             fetch_max_wait=kin.fetch_max_wait,
             extra_options=kin.consumer_options,
             client_id=f"{self.name}-mdm",
+            batch_consumer=kin.batch_consumer,
         )
         self.partitions = self.consumer.partitions
         self.handler = IngestHandler(

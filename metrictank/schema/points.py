@@ -168,6 +168,9 @@ def _sanitise(values: Sequence[object]) -> list[bytes]:
 def classify_and_decode(values: Sequence[bytes], default_org: int) -> DecodedBatch:
     """Split a batch of raw ``mdm`` payloads by type and decode all points in one vectorised pass.
 
+    ``values``: a sequence of payloads, or a packed batch (an object with ``payloads``, all of them joined,
+    ``lengths``, an int array, and ``tolist()``), as the batch consumer hands them over.
+
     ``default_org`` is the org of ``0x03`` points (Metrictank's ``org-id``; 0 rejects them as ``no-org``).
     Never raises on malformed payloads: they are counted in ``errors``. Points whose series is unknown are
     still returned - routing and dropping unknown series is the tank's job.
@@ -176,24 +179,33 @@ def classify_and_decode(values: Sequence[bytes], default_org: int) -> DecodedBat
     errors: dict[str, int] = {}
     if n == 0:
         return DecodedBatch(np.empty(0, POINT_DTYPE), errors=errors, n_messages=0)
-    # The set of lengths first: in the common batch (every message a 33-byte point) it proves every length
-    # without building the per-message length array, which costs twice as much (an int64 per message
-    # through fromiter) and is then needed only to locate first bytes that sit at a fixed stride anyway.
-    try:
-        sizes = set(map(len, values))
-    except TypeError:
-        values = _sanitise(values)
-        sizes = set(map(len, values))
-    buf = b"".join(values)
+    packed = getattr(values, "payloads", None)  # a packed batch: the payloads joined already, and their lengths
+    if packed is not None:
+        lengths = values.lengths
+        all33 = int(lengths.min()) == 33 == int(lengths.max())
+        buf = packed
+    else:
+        # The set of lengths first: in the common batch (every message a 33-byte point) it proves every length
+        # without building the per-message length array, which costs twice as much (an int64 per message
+        # through fromiter) and is then needed only to locate first bytes that sit at a fixed stride anyway.
+        try:
+            sizes = set(map(len, values))
+        except TypeError:
+            values = _sanitise(values)
+            sizes = set(map(len, values))
+        all33 = sizes == {33}
+        buf = b"".join(values)
     arr = np.frombuffer(buf, dtype=np.uint8)
     pieces: list[tuple[np.ndarray, np.ndarray, bool]] = []  # (bodies (k, 32|28) uint8, msg idx, with org)
-    rec = arr.reshape(n, 33) if sizes == {33} else None
+    rec = arr.reshape(n, 33) if all33 else None
 
     if rec is not None and bool((rec[:, 0] == FORMAT_METRIC_POINT).all()):
         # the common case: a homogeneous batch of single points with org
         pieces.append((rec[:, 1:], np.arange(n, dtype=np.int32), True))
         md_idx = ctl_idx = ()
     else:
+        if packed is not None:  # a mixed batch: per-message objects are needed below anyway
+            values = values.tolist()
         lens = np.fromiter(map(len, values), dtype=np.int64, count=n)
         offs = np.cumsum(lens) - lens
         nonempty = lens > 0
