@@ -295,7 +295,9 @@ def _cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _pipeline(brokers: str, topic: str, batch_size: int, options: str, series: int = 0) -> dict:
+def _pipeline(
+    brokers: str, topic: str, batch_size: int, options: str, series: int = 0, batch_consumer: bool = True
+) -> dict:
     """What Instance.run does per batch, minus the store, HTTP and lock: the production ingest path.
 
     `series`: how many MetricData the backlog starts with; the time by which all of them were ingested is
@@ -310,8 +312,17 @@ def _pipeline(brokers: str, topic: str, batch_size: int, options: str, series: i
     index = MemoryIndex()
     tank = Tank(Schemas.load(None), Aggregations.load(None), row_of_id=index.row_of)
     consumer = DataConsumer(
-        brokers, [topic], None, "oldest", batch_size=batch_size, extra_options=options, client_id="bench"
+        brokers,
+        [topic],
+        None,
+        "oldest",
+        batch_size=batch_size,
+        extra_options=options,
+        client_id="bench",
+        batch_consumer=batch_consumer,
     )
+    if batch_consumer and not consumer.packed:
+        raise RuntimeError("the batch consumer is not available here (see the log)")
     handler = IngestHandler(index, tank, 0)
     heap = HeapTrimmer()  # as Instance.run: freed batch memory goes back to the OS as the replay goes
     total = sum(hi - lo for lo, hi in consumer.watermarks().values())
@@ -375,12 +386,17 @@ def _pipeline(brokers: str, topic: str, batch_size: int, options: str, series: i
     return out
 
 
-def _raw(brokers: str, topic: str, batch_size: int, options: str) -> dict:
-    """The ceiling: consume() and the payload list (GC paused while Messages exist, as DataConsumer does), the
-    least any consumer built on this client must do."""
+def _raw(brokers: str, topic: str, batch_size: int, options: str, reader: str = "batch") -> dict:
+    """The ceiling: the least any consumer built on that client must do. `batch` (what DataConsumer uses):
+    the batch consumer's read-ahead thread hands over packed batches, the main thread only takes them;
+    `confluent`: confluent_kafka's consume() and the payload list (GC paused while Messages exist, as
+    DataConsumer's fallback does)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
     from metrictank.input.kafka import consumer_config
+
+    if reader == "batch":
+        return _raw_batch(brokers, topic, batch_size, options)
 
     c = Consumer(consumer_config(brokers, options, client_id="bench-raw"))
     parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
@@ -412,6 +428,39 @@ def _raw(brokers: str, topic: str, batch_size: int, options: str) -> dict:
         "messages": n,
         "threads": _threads_since(threads0),
     }
+    c.close()
+    return out
+
+
+def _raw_batch(brokers: str, topic: str, batch_size: int, options: str) -> dict:
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from metrictank.input.batch_consumer import BatchConsumer, Prefetcher
+    from metrictank.input.kafka import consumer_config
+
+    c = BatchConsumer(consumer_config(brokers, options, client_id="bench-raw"))
+    parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
+    total = 0
+    for p in parts:
+        lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        total += hi - lo
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    reader = Prefetcher(c, batch_size)
+    b = reader.get(10.0)
+    t0, c0, th0 = time.perf_counter(), _cpu(), time.thread_time()
+    threads0 = thread_cpu()
+    n = len(b)
+    while n < total:
+        reader.size = min(batch_size, total - n)
+        n += len(reader.get(1.0))
+    out = {
+        "wall": time.perf_counter() - t0,
+        "cpu": _cpu() - c0,
+        "main_cpu": time.thread_time() - th0,
+        "messages": n,
+        "threads": _threads_since(threads0),
+    }
+    reader.stop()
     c.close()
     return out
 
@@ -483,6 +532,13 @@ def _child(args: dict) -> dict:
         out["raw"] = after if before is None else _mean_raw(before, after)
         if before is not None:
             out["raw_before"], out["raw_after"] = before, after
+    if args.get("legacy"):
+        # confluent_kafka's consume(): its bare loop (the ceiling before the batch consumer) and the pipeline
+        # on it, in the same process, for a before/after ratio that machine load cannot skew much
+        _trimmed_rss_kb()
+        out["raw_confluent"] = _raw(*conn, reader="confluent")
+        _trimmed_rss_kb()
+        out["pipeline_confluent"] = _pipeline(*conn, args.get("series", 0), batch_consumer=False)
     return out
 
 
@@ -505,6 +561,7 @@ def consume_in_subprocess(
     timeout: float = 600,
     pythonpath: str | None = None,
     sandwich: bool = False,
+    legacy: bool = False,
 ) -> dict:
     """One consumption in a fresh process; `pythonpath` runs it with another checkout's `metrictank` package
     (a baseline for a before/after ratio measured in the same run)."""
@@ -516,6 +573,7 @@ def consume_in_subprocess(
         "mode": mode,
         "raw": raw,
         "sandwich": sandwich,
+        "legacy": legacy,
         "brokers": brokers,
         "topic": topic,
         "batch_size": batch_size,
@@ -566,6 +624,7 @@ def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: b
                 series=case.series,
                 pythonpath=baseline if use_base else None,
                 sandwich=case.share_target is not None,
+                legacy=case.share_target is not None and not use_base,
             )
             (base_results if use_base else results).append(r)
     pipe = [r["pipeline"] for r in results]
@@ -639,7 +698,8 @@ def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: b
             case.share_target,
             n,
             f"median of per-process ratios {', '.join(f'{x:.2f}' for x in shares)} (pipeline msgs/s over a bare "
-            f"consume()+values loop reading the backlog in the same process and settings, "
+            f"loop of the same reader - the batch consumer's read-ahead thread, the main thread only taking its "
+            f"batches - reading the backlog in the same process and settings, "
             f"{'before and after the pipeline (mean)' if case.share_target is not None else 'after it'}: "
             f"{raw_rate:,.0f} "
             f"msgs/s wall, {raw_cpu_rate:,.0f} msgs/cpu-s); per CPU-second {_med(cpu_shares):.2f}; cores by "
@@ -660,6 +720,50 @@ def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: b
             higher=False,
         ),
     ]
+    legacy = [r for r in results if "pipeline_confluent" in r]
+    if legacy:
+        old_share = [_share({"pipeline": r["pipeline"], "raw": r["raw_confluent"]}) for r in legacy]
+        old_old = [_share({"pipeline": r["pipeline_confluent"], "raw": r["raw_confluent"]}) for r in legacy]
+        speed = [
+            (r["pipeline"]["messages"] / r["pipeline"]["wall"])
+            / (r["pipeline_confluent"]["messages"] / r["pipeline_confluent"]["wall"])
+            for r in legacy
+        ]
+        cpu_speed = [
+            (r["pipeline"]["messages"] / r["pipeline"]["cpu"])
+            / (r["pipeline_confluent"]["messages"] / r["pipeline_confluent"]["cpu"])
+            for r in legacy
+        ]
+        main_speed = [
+            (r["pipeline"]["messages"] / r["pipeline"]["main_cpu"])
+            / (r["pipeline_confluent"]["messages"] / r["pipeline_confluent"]["main_cpu"])
+            for r in legacy
+        ]
+        lmid = sorted(legacy, key=lambda r: r["pipeline_confluent"]["wall"])[len(legacy) // 2]
+        rows += [
+            _row(
+                f"ingest {case.name}: share of confluent_kafka's bare consume loop",
+                _med(old_share),
+                "ratio",
+                None,
+                len(old_share),
+                f"the pipeline (batch consumer) over confluent_kafka's consume()+values loop, the ceiling of the "
+                f"earlier measurements, same process: per process {', '.join(f'{x:.2f}' for x in old_share)}; "
+                f"the pipeline on confluent_kafka's consume() in the same processes: "
+                f"{', '.join(f'{x:.2f}' for x in old_old)}",
+            ),
+            _row(
+                f"ingest {case.name}: batch consumer / confluent_kafka consume(), pipeline msgs/s",
+                _med(speed),
+                "ratio",
+                None,
+                len(speed),
+                f"the same pipeline on both readers in the same process: per process "
+                f"{', '.join(f'{x:.2f}' for x in speed)}; per CPU-second (whole process) "
+                f"{_med(cpu_speed):.2f}; per main-thread CPU-second {_med(main_speed):.2f}; cores by thread on "
+                f"consume(): {_threads_note(lmid['pipeline_confluent']['threads'], lmid['pipeline_confluent']['wall'])}",
+            ),
+        ]
     if base_results:
         bshares = [_share(r) for r in base_results]
         speed = [

@@ -179,7 +179,9 @@ def classify_and_decode(values: Sequence[bytes], default_org: int) -> DecodedBat
     errors: dict[str, int] = {}
     if n == 0:
         return DecodedBatch(np.empty(0, POINT_DTYPE), errors=errors, n_messages=0)
-    packed = getattr(values, "payloads", None)  # a packed batch: the payloads joined already, and their lengths
+    packed = getattr(
+        values, "payloads", None
+    )  # a packed batch: the payloads joined already, and their lengths
     if packed is not None:
         lengths = values.lengths
         all33 = int(lengths.min()) == 33 == int(lengths.max())
