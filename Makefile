@@ -13,7 +13,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 
-$(VENV)/.installed: $(VENV)/bin/python pyproject.toml setup.py metrictank/chunk/_codec.c metrictank/tank/_tank.c
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml setup.py $(wildcard metrictank/*/_*.c)
 	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 

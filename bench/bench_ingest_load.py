@@ -258,11 +258,14 @@ def replay(
         "query_last": last,
         "switch_interval": switch_interval,
     }
+    # the child's log goes to a file: a pipe read only at the end blocks a child that logs more than its
+    # buffer (64 KB), and with it the replay under measurement
+    errlog = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", json.dumps(args)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=errlog,
         text=True,
     )
     events: queue.Queue = queue.Queue()
@@ -313,9 +316,15 @@ def replay(
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+    errlog.seek(0)
+    err = errlog.read()
+    errlog.close()
     if "wall" not in out:
-        err = proc.stderr.read() if proc.stderr else ""
         raise RuntimeError(f"instance replay failed ({proc.returncode}):\n{err[-4000:]}")
+    if len(err) > 10_000:
+        print(
+            f"  the instance logged {len(err):,} characters; the last ones:\n{err[-1500:]}", file=sys.stderr
+        )
     if load is not None:
         out.update(latencies=load.latencies, errors=load.errors, late=load.late)
     return out

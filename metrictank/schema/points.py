@@ -22,6 +22,7 @@ from itertools import compress
 
 import numpy as np
 
+from . import _mdata
 from .control import ControlMsg, decode_control
 from .errors import DecodeError
 from .ids import MKey, parse_mkey
@@ -265,11 +266,18 @@ def classify_and_decode(values: Sequence[bytes], default_org: int) -> DecodedBat
             points = points[~bad]
 
     metricdata: list[tuple[int, MetricData]] = []
-    for i in md_idx:
-        try:
-            metricdata.append((i, decode_metricdata(values[i])))
-        except DecodeError as e:
-            _count(errors, e.reason, 1)
+    if md_idx:
+        # the common shape in C, in one call; the others (None) through the general path, which judges them
+        at = np.asarray(md_idx, np.int64)
+        fast = _mdata.decode_many(MetricData, buf, offs[at].tobytes(), lens[at].astype(np.int32).tobytes())
+        for i, md in zip(md_idx, fast, strict=True):
+            if md is None:
+                try:
+                    md = decode_metricdata(values[i])
+                except DecodeError as e:
+                    _count(errors, e.reason, 1)
+                    continue
+            metricdata.append((i, md))
     control: list[tuple[int, ControlMsg]] = []
     for i in ctl_idx:
         try:

@@ -313,3 +313,116 @@ def test_float_nan_and_inf_roundtrip() -> None:
     for v in (math.inf, -math.inf):
         assert decode_metricdata(encode_metricdata(MetricData(value=v))).value == v
     assert math.isnan(decode_metricdata(encode_metricdata(MetricData(value=math.nan))).value)
+
+
+# ------------------------------------------------------------------------- the C decoder of the common shape
+
+
+def _c_decode(raws: list[bytes]) -> list:
+    import numpy as np
+
+    from metrictank.schema import _mdata
+
+    lens = np.array([len(r) for r in raws], np.int32)
+    starts = np.zeros(len(raws), np.int64)
+    starts[1:] = np.cumsum(lens[:-1])
+    return _mdata.decode_many(MetricData, b"".join(raws), starts.tobytes(), lens.tobytes())
+
+
+def _python_verdict(raw: bytes):
+    try:
+        return decode_metricdata(raw)
+    except DecodeError as e:
+        return e.reason
+
+
+@given(metricdatas)
+@settings(max_examples=300)
+def test_c_decoder_takes_every_go_encoded_message_exactly(md: MetricData) -> None:
+    raw = encode_metricdata(md)
+    (got,) = _c_decode([raw])
+    assert got is not None, "a Go-shaped message left to the slow path"
+    assert got == decode_metricdata(raw) == md
+    assert type(got.org_id) is type(got.time) is int and type(got.value) is float
+
+
+@given(metricdatas, st.data())
+@settings(max_examples=400)
+def test_c_decoder_agrees_with_python_or_defers(md: MetricData, data) -> None:
+    """Whatever the bytes (truncated, corrupted, re-encoded with other types), the C decoder either gives what
+    the Python decoder gives or defers to it (None); it never accepts what Python rejects."""
+    raw = bytearray(encode_metricdata(md))
+    kind = data.draw(st.sampled_from(["flip", "truncate", "trail", "float32", "msgpack"]))
+    if kind == "flip":
+        pos = data.draw(st.integers(0, len(raw) - 1))
+        raw[pos] = data.draw(st.integers(0, 255))
+    elif kind == "truncate":
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
+    elif kind == "trail":
+        raw += data.draw(st.binary(min_size=1, max_size=8))
+    elif kind == "float32":
+        raw = bytearray(
+            _pack(
+                {
+                    "Id": md.id,
+                    "OrgId": md.org_id,
+                    "Name": md.name,
+                    "Interval": md.interval,
+                    "Value": md.value if abs(md.value) < 1e38 else 1.5,  # float32 range
+                    "Unit": md.unit,
+                    "Time": md.time,
+                    "Mtype": md.mtype,
+                    "Tags": md.tags or None,
+                },
+                use_single_float=True,
+            )
+        )
+    else:  # msgpack-python's own encoding of the same map (str8 keys are never used for these short keys)
+        raw = bytearray(
+            _pack(
+                dict(
+                    zip(
+                        ("Id", "OrgId", "Name", "Interval", "Value", "Unit", "Time", "Mtype", "Tags"),
+                        (
+                            md.id,
+                            md.org_id,
+                            md.name,
+                            md.interval,
+                            md.value,
+                            md.unit,
+                            md.time,
+                            md.mtype,
+                            md.tags,
+                        ),
+                        strict=True,
+                    )
+                )
+            )
+        )
+    raw = bytes(raw)
+    (got,) = _c_decode([raw])
+    want = _python_verdict(raw)
+    if got is not None:
+        assert isinstance(want, MetricData), f"C accepted what Python rejects ({want})"
+        assert got == want or (math.isnan(got.value) and math.isnan(want.value))
+    if kind in ("trail", "float32", "msgpack"):
+        assert got is not None, f"{kind}: a message of the common shape left to the slow path"
+
+
+def test_c_decoder_defers_other_shapes_and_bad_bounds() -> None:
+    other_order = _pack({k: FULL[k] for k in reversed(list(FULL))})
+    int_value = _pack({**FULL, "Value": 3})
+    big_uint = _pack({**FULL, "Time": 1 << 63})
+    bad_tag = _pack({**FULL, "Tags": ["a=b", 5]})
+    good = _pack(FULL)
+    got = _c_decode([other_order, int_value, big_uint, bad_tag, good])
+    assert got[:4] == [None, None, None, None]
+    assert got[4] == EXPECTED
+    # out-of-range (start, length) pairs are deferred, never read
+    import numpy as np
+
+    from metrictank.schema import _mdata
+
+    starts = np.array([0, 5, -1], np.int64).tobytes()
+    lens = np.array([len(good) + 1, 1000, 3], np.int32).tobytes()
+    assert _mdata.decode_many(MetricData, good, starts, lens) == [None, None, None]
