@@ -391,7 +391,7 @@ def _raw(brokers: str, topic: str, batch_size: int, options: str, reader: str = 
     the batch consumer's read-ahead thread hands over packed batches, the main thread only takes them;
     `confluent`: confluent_kafka's consume() and the payload list (GC paused while Messages exist, as
     DataConsumer's fallback does)."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+    from confluent_kafka import Consumer, Message
 
     from metrictank.input.kafka import consumer_config
 
@@ -399,12 +399,7 @@ def _raw(brokers: str, topic: str, batch_size: int, options: str, reader: str = 
         return _raw_batch(brokers, topic, batch_size, options)
 
     c = Consumer(consumer_config(brokers, options, client_id="bench-raw"))
-    parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
-    total = 0
-    for p in parts:
-        lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        total += hi - lo
-    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    total = _assign_all(c, topic)
     value = Message.value
     msgs = c.consume(num_messages=batch_size, timeout=10.0)
     t0, c0, th0 = time.perf_counter(), _cpu(), time.thread_time()
@@ -421,30 +416,40 @@ def _raw(brokers: str, topic: str, batch_size: int, options: str, reader: str = 
             msgs = c.consume(num_messages=min(batch_size, total - n), timeout=1.0)
     finally:
         gc.enable()
-    out = {
-        "wall": time.perf_counter() - t0,
-        "cpu": _cpu() - c0,
-        "main_cpu": time.thread_time() - th0,
-        "messages": n,
-        "threads": _threads_since(threads0),
-    }
+    out = _bare_result(t0, c0, th0, threads0, n)
     c.close()
     return out
 
 
-def _raw_batch(brokers: str, topic: str, batch_size: int, options: str) -> dict:
+def _assign_all(c, topic: str) -> int:
+    """Assign every partition of `topic` from its start; returns the messages it holds."""
     from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-    from metrictank.input.batch_consumer import BatchConsumer, Prefetcher
-    from metrictank.input.kafka import consumer_config
-
-    c = BatchConsumer(consumer_config(brokers, options, client_id="bench-raw"))
     parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
     total = 0
     for p in parts:
         lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
         total += hi - lo
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    return total
+
+
+def _bare_result(t0: float, c0: float, th0: float, threads0: dict[str, float], n: int) -> dict:
+    return {
+        "wall": time.perf_counter() - t0,
+        "cpu": _cpu() - c0,
+        "main_cpu": time.thread_time() - th0,
+        "messages": n,
+        "threads": _threads_since(threads0),
+    }
+
+
+def _raw_batch(brokers: str, topic: str, batch_size: int, options: str) -> dict:
+    from metrictank.input.batch_consumer import BatchConsumer, Prefetcher
+    from metrictank.input.kafka import consumer_config
+
+    c = BatchConsumer(consumer_config(brokers, options, client_id="bench-raw"))
+    total = _assign_all(c, topic)
     reader = Prefetcher(c, batch_size)
     b = reader.get(10.0)
     t0, c0, th0 = time.perf_counter(), _cpu(), time.thread_time()
@@ -453,13 +458,7 @@ def _raw_batch(brokers: str, topic: str, batch_size: int, options: str) -> dict:
     while n < total:
         reader.size = min(batch_size, total - n)
         n += len(reader.get(1.0))
-    out = {
-        "wall": time.perf_counter() - t0,
-        "cpu": _cpu() - c0,
-        "main_cpu": time.thread_time() - th0,
-        "messages": n,
-        "threads": _threads_since(threads0),
-    }
+    out = _bare_result(t0, c0, th0, threads0, n)
     reader.stop()
     c.close()
     return out
