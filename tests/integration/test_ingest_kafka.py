@@ -35,7 +35,8 @@ def _read_raw(inst, ss: SeriesSet, i: int, start: int, end: int):
     return np.asarray(ts, np.int64), np.asarray(vals)
 
 
-def test_backlog_is_ingested_exactly_with_rollups(tmp_path, kafka_bootstrap, new_topic):
+@pytest.mark.parametrize("batch_consumer", [True, False], ids=["batch-consumer", "confluent-consume"])
+def test_backlog_is_ingested_exactly_with_rollups(tmp_path, kafka_bootstrap, new_topic, batch_consumer):
     topic = new_topic(PARTS)
     ss = SeriesSet.make(40, PARTS, prefix="ingest.exact")
     start = _base()
@@ -45,7 +46,15 @@ def test_backlog_is_ingested_exactly_with_rollups(tmp_path, kafka_bootstrap, new
     assert prod.flush(30) == 0
     assert sent == 40 * 360
 
-    with Running(instance_config(tmp_path, "mt-ingest", kafka_bootstrap, topic)) as inst:
+    cfg = instance_config(
+        tmp_path,
+        "mt-ingest",
+        kafka_bootstrap,
+        topic,
+        extra={"kafka-mdm-in": {"batch-consumer": batch_consumer}},
+    )
+    with Running(cfg) as inst:
+        assert inst.consumer.packed == batch_consumer  # both readers stay proven end to end
         wait_for(lambda: inst.handler.messages >= sent, 60, "backlog consumed")
         wait_for(lambda: inst.tank.points_added >= sent, 10, "points in the tank")
         assert inst.handler.unknown_points == 0
