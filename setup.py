@@ -4,6 +4,7 @@ Small C extensions, no numpy or librdkafka headers (they take buffers; librdkafk
 at run time in the copy confluent_kafka loaded), so a fresh machine needs only a C compiler:
 - metrictank.chunk._codec: the Gorilla/SeriesLong chunk codec (whole batches of chunks per call);
 - metrictank.tank._tank: the per-point tank kernel (ring, incremental encoding, rollups) over columnar state;
+- metrictank.index._keytable: the index's key table probed for a whole batch, the GIL released;
 - metrictank.schema._mdata: MetricData messages of the common (Go) shape decoded without msgpack's dict;
 - metrictank.input._rdbatch: whole-batch Kafka consumption as flat buffers, the GIL released.
 """
@@ -18,6 +19,9 @@ setup(
             "metrictank.chunk._codec", sources=["metrictank/chunk/_codec.c"], extra_compile_args=_FLAGS
         ),
         Extension("metrictank.tank._tank", sources=["metrictank/tank/_tank.c"], extra_compile_args=_FLAGS),
+        Extension(
+            "metrictank.index._keytable", sources=["metrictank/index/_keytable.c"], extra_compile_args=_FLAGS
+        ),
         Extension(
             "metrictank.schema._mdata", sources=["metrictank/schema/_mdata.c"], extra_compile_args=_FLAGS
         ),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from metrictank.index import _keytable
 from metrictank.index.keys import M32, hash_key, hash_keys
 
 EMPTY = -1
@@ -185,7 +186,22 @@ class KeyTable:
     # -- batch lookup (reader side, lock-free) ---------------------------------------------------------
 
     def lookup(self, k0: np.ndarray, k1: np.ndarray, org: np.ndarray) -> np.ndarray:
-        """Rows of a batch of keys as int64, -1 for unknown keys."""
+        """Rows of a batch of keys as int64, -1 for unknown keys.
+
+        One pass in C (`_keytable.lookup`), the GIL released: the ingest path passes strided fields of the
+        decoder's point records as they are, and render threads get the interpreter meanwhile."""
+        table, shift, _mask, K0, K1, KO = self._snap
+        org = np.asarray(org)
+        if org.dtype != np.uint32:
+            org = org.astype(np.int64).astype(np.uint32)  # -1 (public org) wraps like the key column
+        k0 = np.asarray(k0, np.uint64)
+        k1 = np.asarray(k1, np.uint64)
+        out = np.empty(k0.shape[0], np.int64)
+        _keytable.lookup(table, int(shift), K0, K1, KO, k0, k1, org, out)
+        return out
+
+    def lookup_numpy(self, k0: np.ndarray, k1: np.ndarray, org: np.ndarray) -> np.ndarray:
+        """`lookup` with numpy only: the reference the C probe is tested against (same table, same answers)."""
         table, shift, mask, K0, K1, KO = self._snap
         # Contiguous copies: the ingest path passes fields of the decoder's 40-byte point records, and every
         # round below (hash, compares, gathers of the pending keys) is faster on packed arrays than on

@@ -238,6 +238,64 @@ def test_keytable_insert_many_reuses_tombstones_and_resizes() -> None:
     assert kt.get(int(k0[150]), int(k1[150]), int(org[150])) == 150
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 600),
+    st.integers(0, 200),
+    st.sampled_from([np.uint32, np.int64]),
+)
+def test_keytable_c_probe_equals_numpy_probe(seed: int, n: int, removed: int, org_dtype) -> None:
+    """The C probe (GIL released) gives the numpy reference's rows for every key of a batch: known keys,
+    unknown ones, keys whose slot was tombstoned, keys that share k0/k1 and differ only by org (the public org
+    -1 included), and keys passed as strided fields of point records, as the ingest path passes them."""
+    rng = np.random.default_rng(seed)
+    kt = KeyTable(64)
+    k0 = rng.integers(0, 2**64, n, dtype=np.uint64)
+    k1 = rng.integers(0, 2**64, n, dtype=np.uint64)
+    k0[n // 2 :] = k0[0]  # many keys differ by k1 or org only
+    org = rng.integers(0, 4, n).astype(np.uint32)
+    org[::7] = np.uint32(2**32 - 1)  # the public org, -1 wrapped
+    keys = {(int(a), int(b), int(o)) for a, b, o in zip(k0, k1, org, strict=True)}
+    uniq = np.array(sorted(keys), dtype=object)
+    u0 = np.array([k[0] for k in uniq], np.uint64)
+    u1 = np.array([k[1] for k in uniq], np.uint64)
+    uo = np.array([k[2] for k in uniq], np.uint32)
+    kt.insert_many(u0, u1, uo, np.arange(len(uniq)))
+    for r in rng.permutation(len(uniq))[: min(removed, len(uniq))].tolist():
+        kt.delete(int(r))
+    # the batch: every key, unknown keys, and repeats, as 40-byte records whose fields are strided views
+    m = len(uniq) + 50
+    rec = np.zeros(
+        m, [("k0", "<u8"), ("k1", "<u8"), ("org", "<u4"), ("pad", "<u4"), ("x", "<u8"), ("y", "<u8")]
+    )
+    rec["k0"][: len(uniq)], rec["k1"][: len(uniq)], rec["org"][: len(uniq)] = u0, u1, uo
+    rec["k0"][len(uniq) :] = rng.integers(0, 2**64, 50, dtype=np.uint64)
+    rec["k1"][len(uniq) :] = u1[0]
+    rec["org"][len(uniq) :] = uo[0]
+    qo = (
+        rec["org"]
+        if org_dtype is np.uint32
+        else rec["org"].astype(np.int64) - (rec["org"] == 2**32 - 1) * 2**32
+    )
+    got = kt.lookup(rec["k0"], rec["k1"], qo)
+    want = kt.lookup_numpy(rec["k0"], rec["k1"], qo)
+    np.testing.assert_array_equal(got, want)
+    live = kt.live[: len(uniq)]
+    np.testing.assert_array_equal(got[: len(uniq)], np.where(live, np.arange(len(uniq)), -1))
+    assert (got[len(uniq) :] == -1).all() or set(got[len(uniq) :].tolist()) <= set(range(len(uniq)))
+
+
+def test_keytable_c_probe_refuses_inconsistent_arguments() -> None:
+    kt = KeyTable(64)
+    k = np.zeros(3, np.uint64)
+    with pytest.raises(ValueError):
+        kt.lookup(k, np.zeros(2, np.uint64), np.zeros(3, np.uint32))
+    with pytest.raises(ValueError):
+        kt.lookup(k.reshape(3, 1), k.reshape(3, 1), np.zeros((3, 1), np.uint32))
+    np.testing.assert_array_equal(kt.lookup(k[:0], k[:0], np.zeros(0, np.uint32)), np.zeros(0, np.int64))
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     st.lists(
