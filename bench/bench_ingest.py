@@ -343,7 +343,7 @@ def _pipeline(
                 if p not in started:
                     started.add(p)
                     tank.set_partition_start(p, 0 if tr.from_log_start(p) else int(ts))
-            points += handler.process(batch.values, batch.partition_of)
+            points += handler.process(batch.values, batch.partition_source)
             completed += len(tank.take_completed())
             heap.consumed(batch.nbytes)
             if md_done is None and series and handler.metricdata_received >= series:

@@ -423,6 +423,17 @@ OPTIONS: tuple[Option, ...] = (
         "confluent_kafka's consume(). Falls back to it, with a warning, when librdkafka cannot be found "
         "through confluent_kafka.",
     ),
+    _o(
+        "kafka-mdm-in",
+        "read-ahead-mb",
+        "int",
+        64,
+        "Batch consumer: how far the reader thread may read ahead of ingest, in MB of queued batches (payloads "
+        "plus ~25 bytes a message; two batches are always allowed). While the main loop is slow on a burst "
+        "(new series cost 20-50 times a point) the reader keeps using the second core, and the loop catches up "
+        "from memory afterwards. Nothing read ahead is committed; 0 reads two batches ahead only.",
+        _non_negative,
+    ),
     # --- kafka-cluster (persist notifications)
     _o("kafka-cluster", "enabled", "bool", True, "Send and receive persist notifications on Kafka."),
     _o(

@@ -3,8 +3,8 @@
 confluent_kafka's `consume()` builds one Python `Message` per Kafka message with the GIL held, and the caller
 then reads and frees each: at 100k+ series that was about 60% of the main thread (docs/benchmarks.md). The C
 extension `_rdbatch` runs librdkafka's own batch call, copies the payloads into one buffer and frees the
-messages with the GIL released; Python sees a handful of objects per batch. A reader thread (`Prefetcher`) keeps
-one batch ready, so that work runs on the second core while the main loop ingests the previous batch.
+messages with the GIL released; Python sees a handful of objects per batch. A reader thread (`Prefetcher`) reads
+ahead (`[kafka-mdm-in] read-ahead`), so that work runs on the second core while the main loop ingests earlier batches.
 
 librdkafka is the copy confluent_kafka loaded (its functions are looked up through confluent_kafka's extension);
 topic metadata and time-based offset lookups, which are neither hot nor shared with consumption, stay on a
@@ -14,9 +14,9 @@ confluent_kafka client. `[kafka-mdm-in] batch-consumer = false` goes back to con
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 log = logging.getLogger(__name__)
 
-__all__ = ["available", "PackedMessages", "BatchConsumer", "Prefetcher"]
+__all__ = ["available", "PackedMessages", "BatchConsumer", "Prefetcher", "batch_bytes"]
 
 _loaded: str | None = None
 _load_error: str | None = None
@@ -95,6 +95,11 @@ class PackedMessages:
         return cls(b"", e32, e32, e64, e64, last=[])
 
 
+def batch_bytes(b: PackedMessages) -> int:
+    """Memory a queued batch holds: its payloads and its per-message arrays."""
+    return len(b.payloads) + b.lengths.nbytes + b.partitions.nbytes + b.offsets.nbytes + b.timestamps.nbytes
+
+
 class BatchConsumer:
     """The subset of confluent_kafka.Consumer that DataConsumer and the fetch-stall watchdog use, over one
     `_rdbatch` handle, plus `consume_packed`. Metadata and offsets_for_times go to a confluent_kafka
@@ -161,28 +166,47 @@ class BatchConsumer:
 
 
 class Prefetcher:
-    """Keeps up to `depth` batches consumed ahead, from a thread of its own, so the copy and the release of
-    the client's messages run (GIL released) while the main loop works on the previous batch.
+    """Reads batches ahead from a thread of its own, so the copy and the release of the client's messages run
+    (GIL released) while the main loop works on earlier batches.
+
+    How far ahead: always `depth` batches, and more while what is queued stays under `max_bytes` (payloads
+    plus the four per-message arrays, ~25 bytes a message). A burst the main loop is slow on (new series:
+    a MetricData costs 20-50 times a point) then does not idle the second core: the reader keeps going, and
+    the loop works through the queued batches at its own pace afterwards. The queue is bounded in memory,
+    and nothing read ahead is committed, so nothing is lost when it is dropped.
 
     Only the reader thread calls `consume_packed`; `get` is for the one consuming thread. A failing call is
     counted in `errors`, logged (at most every 10 s) and retried a second later: ingest must not end on a
     client error, and a broker that stays away shows as one that does not answer (BrokerProbe). `stop`
     returns once the reader has left the handle, so the handle may be closed afterwards; batches read ahead
-    are discarded then (nothing is committed, so nothing is lost to a later start)."""
+    are discarded then."""
 
-    def __init__(self, consumer: BatchConsumer, size: int, depth: int = 2, timeout: float = 0.1) -> None:
+    def __init__(
+        self, consumer: BatchConsumer, size: int, depth: int = 2, timeout: float = 0.1, max_bytes: int = 0
+    ) -> None:
         self._consumer = consumer
         self.size = size  # messages per batch; the owner may change it between batches
         self._timeout = timeout
-        self._q: queue.Queue[PackedMessages] = queue.Queue(maxsize=depth)
+        self._depth = max(1, depth)
+        self.max_bytes = max(0, max_bytes)
+        self._q: deque[tuple[PackedMessages, int]] = deque()
+        self._cv = threading.Condition()
+        self.queued_bytes = 0  # what the queued batches hold (see `batch_bytes`)
         self.errors = 0  # consume calls that failed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kafka-reader", daemon=True)
         self._thread.start()
 
+    @property
+    def queued(self) -> int:
+        """Batches read ahead and not taken yet."""
+        return len(self._q)
+
     def _run(self) -> None:
         logged = 0.0
         while not self._stop.is_set():
+            if not self._wait_for_room():
+                return
             try:
                 b = self._consumer.consume_packed(self.size, self._timeout)
             except Exception as e:  # noqa: BLE001 - counted and retried, see the class docstring
@@ -193,22 +217,34 @@ class Prefetcher:
                 self._stop.wait(1.0)
                 continue
             if len(b) or b.n_errors:
-                self._put(b)
+                nb = batch_bytes(b)
+                with self._cv:
+                    self._q.append((b, nb))
+                    self.queued_bytes += nb
+                    self._cv.notify_all()
 
-    def _put(self, item: PackedMessages) -> None:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+    def _has_room(self) -> bool:
+        return len(self._q) < self._depth or self.queued_bytes < self.max_bytes
+
+    def _wait_for_room(self) -> bool:
+        with self._cv:
+            while not self._has_room():
+                if self._stop.is_set():
+                    return False
+                self._cv.wait(0.1)
+        return not self._stop.is_set()
 
     def get(self, timeout: float) -> PackedMessages:
         """The next batch, or an empty one after `timeout` seconds."""
-        try:
-            return self._q.get(timeout=timeout) if timeout > 0 else self._q.get_nowait()
-        except queue.Empty:
-            return PackedMessages.empty()
+        with self._cv:
+            if not self._q and timeout > 0:
+                self._cv.wait_for(lambda: bool(self._q), timeout)
+            if not self._q:
+                return PackedMessages.empty()
+            b, nb = self._q.popleft()
+            self.queued_bytes -= nb
+            self._cv.notify_all()
+            return b
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop reading; True once the reader thread has ended."""

@@ -20,6 +20,7 @@ import numpy as np
 
 from metrictank.index.defbatch import DefBatch
 from metrictank.schema import classify_and_decode
+from metrictank.schema.metricdata import MetricDataBatch
 from metrictank.schema.validate import validate_metricdata_many
 from metrictank.stats import Stats, by_label
 
@@ -94,8 +95,10 @@ class IngestHandler:
             ("reason",),
         )
 
-    def process(self, values: Sequence[bytes], partitions: Callable[[int], int]) -> int:
-        """Ingest one batch; `partitions(i)` gives the Kafka partition of message i. Returns points handed on.
+    def process(self, values: Sequence[bytes], partitions: Callable[[int], int] | np.ndarray) -> int:
+        """Ingest one batch; `partitions` gives the Kafka partition of message i (`partitions(i)`, or an array
+        indexed by message, as the batch consumer hands them: no Python call per MetricData). Returns points
+        handed on.
 
         Cyclic garbage collection is paused for the batch: decoding MetricData makes a few short-lived
         tracked objects per message, and collections that ran meanwhile would traverse them (and everything
@@ -110,7 +113,7 @@ class IngestHandler:
             if gc_was_enabled:
                 gc.enable()
 
-    def _process(self, values: Sequence[bytes], partitions: Callable[[int], int]) -> int:
+    def _process(self, values: Sequence[bytes], partitions: Callable[[int], int] | np.ndarray) -> int:
         self.messages += len(values)
         d = classify_and_decode(values, self.default_org)
         for reason, k in d.errors.items():
@@ -192,14 +195,18 @@ class IngestHandler:
         return created_total
 
     def _metricdata(
-        self, items: list, partitions: Callable[[int], int]
+        self, items: MetricDataBatch, partitions: Callable[[int], int] | np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Validate (per batch, see `validate_metricdata_many`), index (one `add_many` for the batch, given
         the ids the validation parsed) and register new series with the tank; returns (rows, message
         indices, times, values) of the valid ones, in message order."""
         self.metricdata_received += len(items)
-        positions, mds = zip(*items, strict=True)
-        vb = validate_metricdata_many(mds)
+        if items.columns is not None:  # the common case: columns from the decoder, no MetricData objects
+            positions = items.columns[0]
+            vb = validate_metricdata_many(items)
+        else:
+            positions, mds = zip(*items.pairs, strict=True)
+            vb = validate_metricdata_many(mds)
         if vb.invalid:
             self.metricdata_invalid.update(vb.invalid)
         if not len(vb):
@@ -212,7 +219,10 @@ class IngestHandler:
         idx = np.asarray(positions, np.int32)
         if len(vb) < len(positions):
             idx = idx[vb.positions]
-        parts = np.fromiter(map(partitions, idx.tolist()), np.int64, len(idx))
+        if isinstance(partitions, np.ndarray):
+            parts = partitions[idx].astype(np.int64)
+        else:
+            parts = np.fromiter(map(partitions, idx.tolist()), np.int64, len(idx))
         rows, created = self.index.add_many(
             vb.ids,
             vb.orgs,

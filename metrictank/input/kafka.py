@@ -273,6 +273,11 @@ class Batch:
     def partition_of(self, i: int) -> int:
         return int(self.partitions[i])
 
+    @property
+    def partition_source(self) -> Callable[[int], int] | np.ndarray:
+        """What `IngestHandler.process` takes: the array of a packed batch as it is, else `partition_of`."""
+        return self.partitions if isinstance(self.partitions, np.ndarray) else self.partition_of
+
 
 class BrokerProbe:
     """Whether the data brokers answer, measured off the main loop.
@@ -415,6 +420,10 @@ class FetchStallWatch:
         return True
 
 
+#: default read-ahead of the batch consumer (`[kafka-mdm-in] read-ahead-mb`)
+READ_AHEAD_BYTES = 64 << 20
+
+
 class DataConsumer(FetchStallWatch):
     """Consumes the data topics in large batches; owns partition tracking and lag sampling."""
 
@@ -431,8 +440,10 @@ class DataConsumer(FetchStallWatch):
         consumer_factory: Callable[[dict], Consumer] | None = None,
         batch_bytes: int = 4 << 20,
         batch_consumer: bool = True,
+        read_ahead_bytes: int = READ_AHEAD_BYTES,
     ) -> None:
         self.topics = list(topics)
+        self.read_ahead_bytes = read_ahead_bytes
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
         self._avg_size = 0.0  # payload bytes per message, estimated from the previous batch
@@ -480,7 +491,7 @@ class DataConsumer(FetchStallWatch):
         self._last_data = time.monotonic()
         self._assigned = True
         if self.packed:
-            self._reader = Prefetcher(self._consumer, self._batch_messages())
+            self._reader = Prefetcher(self._consumer, self._batch_messages(), max_bytes=self.read_ahead_bytes)
         self.probe.start()
         log.info(
             "consuming %s partitions %s from %s",
@@ -669,6 +680,16 @@ class DataConsumer(FetchStallWatch):
             "input.kafka-mdm.reader_errors",
             "batch consumer: consume calls of the reader thread that failed (retried after 1 s)",
             lambda: self._reader.errors if self._reader is not None else 0,
+        )
+        stats.gauge(
+            "input.kafka-mdm.read_ahead_bytes",
+            "batch consumer: bytes of batches read ahead and not ingested yet ([kafka-mdm-in] read-ahead-mb)",
+            lambda: self._reader.queued_bytes if self._reader is not None else 0,
+        )
+        stats.gauge(
+            "input.kafka-mdm.read_ahead_batches",
+            "batch consumer: batches read ahead and not ingested yet",
+            lambda: self._reader.queued if self._reader is not None else 0,
         )
         stats.counter(
             "input.kafka-mdm.client_errors",

@@ -187,7 +187,7 @@ class IngestLoop:
                 # before the batch: a replay that starts mid-chunk may complete that chunk in this batch
                 self._apply_partition_starts()
                 try:
-                    self.points_ingested += self.handler.process(batch.values, batch.partition_of)
+                    self.points_ingested += self.handler.process(batch.values, batch.partition_source)
                 except Exception:  # noqa: BLE001 - a bad batch must not stop the instance
                     self.batch_errors += 1
                     log.exception("ingest of a batch of %d messages failed; skipped", len(batch.values))

@@ -78,6 +78,7 @@ class Instance:
             extra_options=kin.consumer_options,
             client_id=f"{self.name}-mdm",
             batch_consumer=kin.batch_consumer,
+            read_ahead_bytes=kin.read_ahead_mb << 20,
         )
         self.partitions = self.consumer.partitions
         self.handler = IngestHandler(

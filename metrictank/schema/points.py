@@ -26,7 +26,7 @@ from . import _mdata
 from .control import ControlMsg, decode_control
 from .errors import DecodeError
 from .ids import MKey, parse_mkey
-from .metricdata import MetricData, decode_metricdata
+from .metricdata import MetricData, MetricDataBatch, decode_metricdata
 
 FORMAT_METRIC_DATA_ARRAY_JSON = 0x00  # legacy, not accepted by current Metrictank
 FORMAT_METRIC_DATA_ARRAY_MSGP = 0x01  # legacy, not accepted by current Metrictank
@@ -146,7 +146,7 @@ class DecodedBatch:
     """
 
     points: np.ndarray
-    metricdata: list[tuple[int, MetricData]] = field(default_factory=list)
+    metricdata: MetricDataBatch = field(default_factory=MetricDataBatch)
     control: list[tuple[int, ControlMsg]] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     n_messages: int = 0
@@ -207,10 +207,14 @@ def classify_and_decode(values: Sequence[bytes], default_org: int) -> DecodedBat
         pieces.append((rec[:, 1:], np.arange(n, dtype=np.int32), True))
         md_idx = ctl_idx = ()
     else:
-        if packed is not None:  # a mixed batch: per-message objects are needed below anyway
-            values = values.tolist()
-        lens = np.fromiter(map(len, values), dtype=np.int64, count=n)
-        offs = np.cumsum(lens) - lens
+        if packed is not None:  # per-message bytes only if single points are to be cut out below
+            lens = values.lengths.astype(np.int64)
+            offs = values.starts
+            listed = None
+        else:
+            lens = np.fromiter(map(len, values), dtype=np.int64, count=n)
+            offs = np.cumsum(lens) - lens
+            listed = values
         nonempty = lens > 0
         last = max(len(arr) - 1, 0)
         if len(arr):
@@ -240,13 +244,15 @@ def classify_and_decode(values: Sequence[bytes], default_org: int) -> DecodedBat
         is_md = nonempty & ~(m2 | m3 | m4 | is5 | bad_len | legacy)
 
         k2 = np.count_nonzero(m2)
+        if listed is None and (k2 or np.count_nonzero(m3)):
+            listed = values.tolist()
         if k2:
-            blob = np.frombuffer(b"".join(compress(values, m2.tolist())), dtype=np.uint8)
+            blob = np.frombuffer(b"".join(compress(listed, m2.tolist())), dtype=np.uint8)
             pieces.append((blob.reshape(k2, 33)[:, 1:], np.flatnonzero(m2).astype(np.int32), True))
         k3 = np.count_nonzero(m3)
         if k3:
             if default_org:
-                blob = np.frombuffer(b"".join(compress(values, m3.tolist())), dtype=np.uint8)
+                blob = np.frombuffer(b"".join(compress(listed, m3.tolist())), dtype=np.uint8)
                 pieces.append((blob.reshape(k3, 29)[:, 1:], np.flatnonzero(m3).astype(np.int32), False))
             else:
                 _count(errors, "no-org", k3)
@@ -265,19 +271,9 @@ def classify_and_decode(values: Sequence[bytes], default_org: int) -> DecodedBat
             _count(errors, "invalid-time", nbad)
             points = points[~bad]
 
-    metricdata: list[tuple[int, MetricData]] = []
+    metricdata = MetricDataBatch([])
     if md_idx:
-        # the common shape in C, in one call; the others (None) through the general path, which judges them
-        at = np.asarray(md_idx, np.int64)
-        fast = _mdata.decode_many(MetricData, buf, offs[at].tobytes(), lens[at].astype(np.int32).tobytes())
-        for i, md in zip(md_idx, fast, strict=True):
-            if md is None:
-                try:
-                    md = decode_metricdata(values[i])
-                except DecodeError as e:
-                    _count(errors, e.reason, 1)
-                    continue
-            metricdata.append((i, md))
+        metricdata = _decode_metricdata(buf, offs, lens, md_idx, values, errors)
     control: list[tuple[int, ControlMsg]] = []
     for i in ctl_idx:
         try:
@@ -285,6 +281,38 @@ def classify_and_decode(values: Sequence[bytes], default_org: int) -> DecodedBat
         except DecodeError as e:
             _count(errors, e.reason, 1)
     return DecodedBatch(points, metricdata, control, errors, n)
+
+
+def _decode_metricdata(
+    buf: bytes, offs: np.ndarray, lens: np.ndarray, md_idx: list[int], values, errors: dict[str, int]
+) -> MetricDataBatch:
+    """The MetricData payloads at `md_idx`: the common shape in C, straight into columns, in one call; a batch
+    with a message of another shape goes through the general path for those, which gives their verdict, and
+    is handed on as pairs (the columns cannot hold every value the general path accepts)."""
+    at = np.asarray(md_idx, np.int64)
+    ok_b, ids, orgs, names, ivs, vals, units, times, mtypes, tags = _mdata.decode_columns(
+        buf, offs[at].tobytes(), lens[at].astype(np.int32).tobytes()
+    )
+    ok = np.frombuffer(ok_b, np.bool_)
+    orgs_a, ivs_a = np.frombuffer(orgs, np.int64), np.frombuffer(ivs, np.int64)
+    times_a, vals_a = np.frombuffer(times, np.int64), np.frombuffer(vals, np.float64)
+    if ok.all():
+        return MetricDataBatch(columns=(at, ids, orgs_a, names, ivs_a, vals_a, units, times_a, mtypes, tags))
+    pairs: list[tuple[int, MetricData]] = []
+    orgs_l, ivs_l, times_l, vals_l = orgs_a.tolist(), ivs_a.tolist(), times_a.tolist(), vals_a.tolist()
+    for j, (i, good) in enumerate(zip(md_idx, ok.tolist(), strict=True)):
+        if good:
+            md = MetricData(
+                ids[j], orgs_l[j], names[j], ivs_l[j], vals_l[j], units[j], times_l[j], mtypes[j], tags[j]
+            )
+        else:
+            try:
+                md = decode_metricdata(values[i])
+            except DecodeError as e:
+                _count(errors, e.reason, 1)
+                continue
+        pairs.append((i, md))
+    return MetricDataBatch(pairs)
 
 
 def _decode_arrays(

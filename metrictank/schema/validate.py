@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import DecodeError
 from .ids import parse_mkey, parse_mkeys
-from .metricdata import MetricData
+from .metricdata import MetricData, MetricDataBatch
 
 MTYPES: frozenset[str] = frozenset(("gauge", "rate", "count", "counter", "timestamp"))
 _MAX_TS = (1 << 31) - 1  # Cassandra stores ts/interval as int32; Metrictank rejects >= MaxInt32
@@ -219,24 +219,42 @@ def _flag(
     return bad, ok, id_org, k0, k1, org_a, iv_a, ts_a, val_a
 
 
-def validate_metricdata_many(mds: Sequence[MetricData]) -> ValidBatch:
+def validate_metricdata_many(mds: Sequence[MetricData] | MetricDataBatch) -> ValidBatch:
     """:func:`validate_metricdata` for a batch: the same verdicts, reasons and name normalisation, at a
     fraction of the per-message cost.
 
     Every rule is first checked for the whole batch with numpy or one string operation; only messages that
     some check flags go through `validate_metricdata` (which then also picks the reason Go would give).
+    A `MetricDataBatch` with columns is validated from them, without a MetricData per message.
     """
-    n = len(mds)
+    cols = mds.columns if isinstance(mds, MetricDataBatch) else None
+    if cols is not None:
+        _pos, ids, orgs, names_t, intervals, values, units, times, mtypes, tags = cols
+
+        def one(j: int) -> MetricData:
+            return MetricData(
+                ids[j], int(orgs[j]), names_t[j], int(intervals[j]), float(values[j]), units[j],
+                int(times[j]), mtypes[j], tags[j],
+            )  # fmt: skip
+    else:
+        if isinstance(mds, MetricDataBatch):
+            mds = [md for _i, md in mds.pairs]
+        if not mds:
+            return _one_by_one(mds)
+        ids, orgs, names_t, intervals, values, units, times, mtypes, tags = zip(
+            *map(_FIELDS, mds), strict=True
+        )
+        one = mds.__getitem__
+    n = len(ids)
     if n == 0:
-        return _one_by_one(mds)
-    ids, orgs, names_t, intervals, values, units, times, mtypes, tags = zip(*map(_FIELDS, mds), strict=True)
+        return _one_by_one([])
     names = list(names_t)
     try:
         bad, ok, id_org, k0, k1, org_a, iv_a, ts_a, val_a = _flag(
             ids, orgs, names, intervals, values, times, mtypes, tags
         )
     except (OverflowError, TypeError, ValueError):  # a column with unexpected types: let the reference decide
-        return _one_by_one(mds)
+        return _one_by_one([one(j) for j in range(n)])
     invalid: dict[str, int] = {}
     if not bad.any():
         keep = np.arange(n, dtype=np.int64)
@@ -245,7 +263,7 @@ def validate_metricdata_many(mds: Sequence[MetricData]) -> ValidBatch:
         )
     dropped = []
     for j in np.flatnonzero(bad).tolist():
-        md = mds[j]
+        md = one(j)
         reason = validate_metricdata(md)
         if reason:
             invalid[reason] = invalid.get(reason, 0) + 1

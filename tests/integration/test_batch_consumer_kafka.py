@@ -220,3 +220,44 @@ def test_out_of_range_start_is_counted_not_raised(kafka_bootstrap, new_topic):
         if reader is not None:
             assert reader.stop()
         c.close()
+
+
+def test_read_ahead_is_bounded_in_bytes_and_loses_nothing(kafka_bootstrap, new_topic):
+    """The reader runs ahead of a main loop that takes nothing, up to the configured bytes (two batches at
+    least, one batch past the bound at most), stays there, and every message then arrives once, in order."""
+    topic = new_topic(1)
+    prod = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
+    n, size = 3000, 1000
+    for i in range(n):
+        prod.produce(topic, value=i.to_bytes(4, "big") + bytes(size - 4), partition=0)
+    assert prod.flush(30) == 0
+    bound = 200_000
+    per_batch = 50 * (size + 24)  # payloads + lengths, partitions, offsets, timestamps
+    dcs = {
+        "bounded": DataConsumer(
+            kafka_bootstrap, [topic], None, "oldest", batch_size=50, client_id="ra", read_ahead_bytes=bound
+        ),
+        "two batches": DataConsumer(
+            kafka_bootstrap, [topic], None, "oldest", batch_size=50, client_id="ra0", read_ahead_bytes=0
+        ),
+    }
+    try:
+        for dc in dcs.values():
+            dc.start()
+        r, r0 = dcs["bounded"]._reader, dcs["two batches"]._reader
+        wait_for(lambda: r.queued_bytes >= bound, 30, "the reader up to its bound")
+        wait_for(lambda: r0.queued == 2, 30, "two batches ahead")
+        time.sleep(1.0)  # it stays there
+        assert bound <= r.queued_bytes <= bound + per_batch, r.queued_bytes
+        assert r0.queued == 2 and r0.queued_bytes <= 2 * per_batch
+        assert dcs["bounded"]._consumer.position([TopicPartition(topic, 0)])[0].offset < n
+        for name, dc in dcs.items():
+            got: list[int] = []
+            deadline = time.monotonic() + 60
+            while len(got) < n and time.monotonic() < deadline:
+                got += [int.from_bytes(bytes(v[:4]), "big") for v in dc.poll(timeout=1).values]
+            assert got == list(range(n)), name
+        assert r.queued == 0 and r.queued_bytes == 0
+    finally:
+        for dc in dcs.values():
+            dc.close()

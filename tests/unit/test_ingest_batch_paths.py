@@ -407,7 +407,16 @@ def test_add_series_matches_schema_and_aggregation_per_name(schemas: str) -> Non
 # ------------------------------------------------------------------------------------------------ handler
 
 
-def _msgs() -> list[bytes]:
+def _reordered(md: MetricData) -> bytes:
+    """The same MetricData with its keys in another order: valid, but not the shape the C decoder takes."""
+    import msgpack
+
+    fields = {"Id": md.id, "OrgId": md.org_id, "Name": md.name, "Interval": md.interval, "Value": md.value}
+    fields |= {"Unit": md.unit, "Time": md.time, "Mtype": md.mtype, "Tags": md.tags or None}
+    return msgpack.packb(dict(reversed(list(fields.items()))))
+
+
+def _msgs(odd_shape: bool = False) -> list[bytes]:
     out = []
     for i in range(40):  # 25 series, some announced twice, some tagged, some invalid
         md = good_md(i % 25, time=NOW + i, value=float(i))
@@ -416,25 +425,31 @@ def _msgs() -> list[bytes]:
             md.id = series_id(1, md.name, md.unit, md.mtype, md.interval, md.tags)
         if i % 11 == 5:
             md.mtype = "bogus"
-        out.append(encode_metricdata(md))
+        out.append(_reordered(md) if odd_shape and i % 9 == 4 else encode_metricdata(md))
     for k in range(30):  # points of the plain series (unknown where never validly announced)
         out.append(encode_metricpoint(parse_mkey(good_md(k).id), float(k), NOW + 100 + k))
     return out
 
 
-def _ingest(batch: int) -> tuple[MemoryIndex, Tank, IngestHandler]:
+def _ingest(batch: int, odd_shape: bool = False) -> tuple[MemoryIndex, Tank, IngestHandler]:
     index = MemoryIndex()
     tank = Tank(Schemas.load(None), Aggregations.load(None), clock=lambda: NOW + 1000, row_of_id=index.row_of)
     handler = IngestHandler(index, tank)
-    msgs = _msgs()
+    msgs = _msgs(odd_shape)
     for lo in range(0, len(msgs), batch):
         handler.process(msgs[lo : lo + batch], lambda i, lo=lo: (lo + i) % 3)
     return index, tank, handler
 
 
-def test_handler_batch_equals_one_message_at_a_time() -> None:
-    one, one_tank, h1 = _ingest(1)
-    many, many_tank, hn = _ingest(1000)
+@pytest.mark.parametrize("odd_shape", [False, True], ids=["columns", "some-messages-of-another-shape"])
+def test_handler_batch_equals_one_message_at_a_time(odd_shape: bool) -> None:
+    """A batch of Go-shaped MetricData goes through the decoder's columns; one with a message of another shape
+    through (position, MetricData) pairs: both must give what one message at a time gives."""
+    from metrictank.schema import classify_and_decode
+
+    assert (classify_and_decode(_msgs(odd_shape), 0).metricdata.columns is None) == odd_shape
+    one, one_tank, h1 = _ingest(1, odd_shape)
+    many, many_tank, hn = _ingest(1000, odd_shape)
     assert h1.metricdata_invalid == hn.metricdata_invalid and sum(hn.metricdata_invalid.values()) > 0
     assert h1.unknown_points == hn.unknown_points > 0
     assert len(one) == len(many) > 25

@@ -318,15 +318,43 @@ def test_float_nan_and_inf_roundtrip() -> None:
 # ------------------------------------------------------------------------- the C decoder of the common shape
 
 
-def _c_decode(raws: list[bytes]) -> list:
+def _c_columns(buf: bytes, starts, lens) -> list:
+    """decode_columns' rows as MetricData (None where it deferred), checking the columns' types on the way."""
     import numpy as np
 
     from metrictank.schema import _mdata
 
+    ok, ids, orgs, names, ivs, vals, units, times, mtypes, tags = _mdata.decode_columns(buf, starts, lens)
+    n = len(ok)
+    assert len(ids) == len(names) == len(units) == len(mtypes) == len(tags) == n
+    cols = [np.frombuffer(b, t).tolist() for b, t in ((orgs, np.int64), (ivs, np.int64), (vals, np.float64))]
+    orgs_l, ivs_l, vals_l = cols
+    times_l = np.frombuffer(times, np.int64).tolist()
+    out = []
+    for j in range(n):
+        if not ok[j]:
+            assert ids[j] is names[j] is units[j] is mtypes[j] is tags[j] is None
+            assert orgs_l[j] == ivs_l[j] == times_l[j] == 0 and vals_l[j] == 0.0
+            out.append(None)
+            continue
+        assert (
+            all(isinstance(x, str) for x in (ids[j], names[j], units[j], mtypes[j])) and type(tags[j]) is list
+        )
+        out.append(
+            MetricData(
+                ids[j], orgs_l[j], names[j], ivs_l[j], vals_l[j], units[j], times_l[j], mtypes[j], tags[j]
+            )
+        )
+    return out
+
+
+def _c_decode(raws: list[bytes]) -> list:
+    import numpy as np
+
     lens = np.array([len(r) for r in raws], np.int32)
     starts = np.zeros(len(raws), np.int64)
     starts[1:] = np.cumsum(lens[:-1])
-    return _mdata.decode_many(MetricData, b"".join(raws), starts.tobytes(), lens.tobytes())
+    return _c_columns(b"".join(raws), starts.tobytes(), lens.tobytes())
 
 
 def _python_verdict(raw: bytes):
@@ -425,4 +453,27 @@ def test_c_decoder_defers_other_shapes_and_bad_bounds() -> None:
 
     starts = np.array([0, 5, -1], np.int64).tobytes()
     lens = np.array([len(good) + 1, 1000, 3], np.int32).tobytes()
-    assert _mdata.decode_many(MetricData, good, starts, lens) == [None, None, None]
+    assert _c_columns(good, starts, lens) == [None, None, None]
+    with pytest.raises(ValueError):
+        _mdata.decode_columns(good, starts, lens[:4])
+
+
+def test_c_decoder_shares_repeated_units_and_mtypes_and_survives_bad_rows_between() -> None:
+    """Units and mtypes that repeat are one object per run (a column of a million "gauge" is one string); a
+    deferred message in between, whose unit was new, does not leave the next ones pointing at freed memory."""
+    rows = [
+        _pack({**FULL, "Unit": "ms", "Mtype": "gauge"}),
+        _pack({**FULL, "Unit": "ms", "Mtype": "gauge"}),
+        _pack(
+            {**FULL, "Unit": "fresh-unit", "Mtype": "rate", "Tags": ["a=b", 5]}
+        ),  # deferred after Unit/Mtype
+        _pack({**FULL, "Unit": "ms", "Mtype": "gauge"}),
+        _pack({**FULL, "Unit": "fresh-unit", "Mtype": "rate"}),
+        _pack({**FULL, "Unit": "fresh-unit", "Mtype": "rate"}),
+    ]
+    got = _c_decode(rows)
+    assert got[2] is None
+    assert [g.unit for g in got if g] == ["ms", "ms", "ms", "fresh-unit", "fresh-unit"]
+    assert [g.mtype for g in got if g] == ["gauge", "gauge", "gauge", "rate", "rate"]
+    assert got[0].unit is got[1].unit and got[4].unit is got[5].unit and got[4].mtype is got[5].mtype
+    assert all(g == decode_metricdata(r) for g, r in zip(got, rows, strict=True) if g)
