@@ -5,6 +5,7 @@ at run time in the copy confluent_kafka loaded), so a fresh machine needs only a
 - metrictank.chunk._codec: the Gorilla/SeriesLong chunk codec (whole batches of chunks per call);
 - metrictank.tank._tank: the per-point tank kernel (ring, incremental encoding, rollups) over columnar state;
 - metrictank.index._keytable: the index's key table probed for a whole batch, the GIL released;
+- metrictank.index._tree: the new leaves of a batch set in the path tree;
 - metrictank.schema._mdata: MetricData messages of the common (Go) shape decoded without msgpack's dict;
 - metrictank.input._rdbatch: whole-batch Kafka consumption as flat buffers, the GIL released.
 """
@@ -22,6 +23,7 @@ setup(
         Extension(
             "metrictank.index._keytable", sources=["metrictank/index/_keytable.c"], extra_compile_args=_FLAGS
         ),
+        Extension("metrictank.index._tree", sources=["metrictank/index/_tree.c"], extra_compile_args=_FLAGS),
         Extension(
             "metrictank.schema._mdata", sources=["metrictank/schema/_mdata.c"], extra_compile_args=_FLAGS
         ),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 
+from metrictank.index import _tree
 from metrictank.index.glob import Matcher, compile_path
 
 Rows = int | tuple[int, ...]
@@ -114,30 +115,17 @@ class Tree:
     def add_many(self, paths: list[str], rows: list[int]) -> None:
         """`add` for a batch (e.g. the new series of one ingest batch), with the same resulting tree.
 
-        Series arrive grouped by parent (a host's metrics, a counter's siblings), so the parent branch is
-        looked up once per run of paths that share it rather than component by component for each; a
-        branch's children dict is never replaced while adding, so holding on to it is safe."""
-        intern = sys.intern
-        prev: str | None = None
-        ch: dict = self.root
-        for path, row in zip(paths, rows, strict=True):
-            dirs, dot, last = path.rpartition(".")
-            if not dot:
-                ch, prev = self.root, None
-            elif dirs != prev:
-                ch, prev = self._dir(dirs), dirs
-            child = ch.get(last)
-            if child is None:
-                ch[intern(last)] = row
-                continue
-            cls = child.__class__
-            if cls is dict:  # a branch becomes a series too
-                ch[last] = Branch(row, child)
-            elif cls is Branch:
-                child.rows = add_row(child.rows, row)
-            else:
-                ch[last] = add_row(child, row)
-        self.leaves += len(paths)
+        New leaves (the common case) are set in C (`_tree.add_new`): series arrive grouped by parent (a host's
+        metrics, a counter's siblings), so the parent branch is looked up once per run of paths that share it,
+        and a path costs a few dict operations without interpreter work. Paths whose leaf exists already (a
+        second row, a branch that becomes a series) are applied afterwards by `add`, in order; a branch's
+        children dict is never replaced while adding, so holding on to it is safe."""
+        paths = paths if paths.__class__ is list else list(paths)
+        rows = rows if rows.__class__ is list else list(rows)
+        added, deferred = _tree.add_new(self.root, self._dir, paths, rows)
+        self.leaves += added
+        for i in deferred:
+            self.add(paths[i], rows[i])
 
     def remove(self, path: str, row: int) -> bool:
         """Drop `row` at `path`, then every branch left without children or rows."""

@@ -198,7 +198,22 @@ def test_decode_fast_path_equals_general_path(md: MetricData) -> None:
 
 # -------------------------------------------------------------------------------------------------- index
 
-PATHS = ["a", "a.b", "a.b.c", "a.c", "x.y", "x.y.z", "", ".a", "a..b", "q"]
+PATHS = [
+    "a",
+    "a.b",
+    "a.b.c",
+    "a.c",
+    "x.y",
+    "x.y.z",
+    "",
+    ".a",
+    "a..b",
+    "q",
+    "a.bc.d",
+    "a.b.c.d",
+    "a.b.",
+    "é.ü",
+]
 
 
 @settings(max_examples=300)
