@@ -10,11 +10,12 @@ How it is measured, and why:
   start has been ingested. "points/s" is wall-clock; "per CPU-second" divides by the CPU time of the whole
   process (getrusage: the main thread plus librdkafka's fetch/decompress threads) - the machine has 2 cores
   shared with other jobs, so wall-clock rates are noisy and CPU-based rates are the steadier comparison.
-- RSS per series is the VmRSS growth from just before consumption until the backlog is consumed, divided by the
+- RSS per series is the VmRSS growth from just before consumption until the replay caught up, divided by the
   series in the index (what the index, the tank and the client's buffers left behind cost). The loop hands
   freed heap back to the OS as Instance.run does (metrictank.heap.HeapTrimmer: malloc_trim after every 64 MB
-  of payload, at most once a second); the note gives how many trims that took and their time, and the RSS after
-  one more malloc_trim(0) at the end (what the instance does when a replay catches up).
+  of payload, at most once a second, and once more when the replay catches up); the note gives how many trims
+  that took and their time, and the RSS at the last batch, before the catch-up trim (it holds the freed batches
+  and read-ahead of the replay's last second: up to `[kafka-mdm-in] read-ahead-mb`), and the peak.
 - New series cost far more than points (MetricData decode, validation, index, tank slots), and a backlog starts
   with one MetricData per series: the note of each rate also gives the rate after the last MetricData.
 - The ceiling: the same subprocess also reads the backlog with a bare consume loop (same client settings
@@ -355,11 +356,14 @@ def _pipeline(
         batch = consumer.poll(timeout=0.1)
     wall, cpu, main = time.perf_counter() - t0, _cpu() - c0, time.thread_time() - th0
     threads = _threads_since(threads0)
-    rss1 = _rss_kb()
+    rss_end = _rss_kb()
     hwm = _rss_kb("VmHWM")
+    # the replay caught up: Instance's loop hands the freed heap back at that moment (IngestLoop, "backlog
+    # replay caught up"); what stays is what the series hold, not the batches (and read-ahead) of the replay
     t_trim = time.perf_counter()
-    trimmed = _trimmed_rss_kb()
+    heap.now()
     t_trim = time.perf_counter() - t_trim
+    rss1 = trimmed = _rss_kb()
     out = {
         "wall": wall,
         "cpu": cpu,
@@ -374,6 +378,7 @@ def _pipeline(
         "md_done": md_done,
         "rss_before_kb": rss0,
         "rss_after_kb": rss1,
+        "rss_end_kb": rss_end,
         "rss_trimmed_kb": trimmed,
         "trim_seconds": t_trim,
         "trims": heap.trims,
@@ -446,11 +451,11 @@ def _bare_result(t0: float, c0: float, th0: float, threads0: dict[str, float], n
 
 def _raw_batch(brokers: str, topic: str, batch_size: int, options: str) -> dict:
     from metrictank.input.batch_consumer import BatchConsumer, Prefetcher
-    from metrictank.input.kafka import consumer_config
+    from metrictank.input.kafka import READ_AHEAD_BYTES, consumer_config
 
     c = BatchConsumer(consumer_config(brokers, options, client_id="bench-raw"))
     total = _assign_all(c, topic)
-    reader = Prefetcher(c, batch_size)
+    reader = Prefetcher(c, batch_size, max_bytes=READ_AHEAD_BYTES)  # as DataConsumer sets it
     b = reader.get(10.0)
     t0, c0, th0 = time.perf_counter(), _cpu(), time.thread_time()
     threads0 = thread_cpu()
@@ -644,7 +649,9 @@ def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: b
     raw_cpu_rate = _med([r["messages"] / r["cpu"] for r in raw])
     msg_rate = _med([r["messages"] / r["wall"] for r in pipe])
     per_series = _med([(r["rss_after_kb"] - r["rss_before_kb"]) * 1024 / r["series"] for r in pipe])
-    trimmed = _med([(r["rss_trimmed_kb"] - r["rss_before_kb"]) * 1024 / r["series"] for r in pipe])
+    at_end = _med(
+        [(r.get("rss_end_kb", r["rss_after_kb"]) - r["rss_before_kb"]) * 1024 / r["series"] for r in pipe]
+    )
     hwm = _med([r["hwm_kb"] / 1024 for r in pipe])
     total_per_series = _med([r["rss_after_kb"] * 1024 / r["series"] for r in pipe])
     tank_per_series = _med([r["tank_bytes"] / r["series"] for r in pipe])
@@ -711,8 +718,9 @@ def measure_case(brokers: str, topic: str, case: Case, repeats: int, instance: b
             "bytes",
             case.mem_target,
             n,
-            f"RSS growth over the backlog / series, with the main loop's periodic heap trim ({trims:.0f} trims, "
-            f"{trim_ms:,.0f} ms in all); {trimmed:,.0f} after a final malloc_trim(0); whole-process RSS "
+            f"RSS growth over the backlog / series once the replay caught up (the main loop's periodic heap trim, "
+            f"{trims:.0f} trims, {trim_ms:,.0f} ms in all, then the trim Instance does when a replay catches up); "
+            f"{at_end:,.0f} at the last batch, before that trim (freed batches and read-ahead); whole-process RSS "
             f"{total_per_series:,.0f} B/series (peak {hwm:,.0f} MB); tank's own estimate "
             f"{tank_per_series:,.0f} B/series"
             + (f"; {ANCHOR_RSS[case.series]}" if case.array <= 1 and case.series in ANCHOR_RSS else ""),
