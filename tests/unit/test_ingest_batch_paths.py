@@ -485,3 +485,20 @@ def test_handler_batch_equals_one_message_at_a_time(odd_shape: bool) -> None:
         assert len(a[0]) > 0
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_partitions_as_an_array_equal_partitions_as_a_callable() -> None:
+    """A packed batch hands the handler its partitions as an array (no Python call per MetricData): the index
+    must record the same partition for every series as with `partition_of`."""
+    msgs = _msgs()
+    parts = np.array([(i * 7) % 5 for i in range(len(msgs))], np.int32)
+    got = []
+    for source in (parts, lambda i: int(parts[i])):
+        index = MemoryIndex()
+        tank = Tank(
+            Schemas.load(None), Aggregations.load(None), clock=lambda: NOW + 1000, row_of_id=index.row_of
+        )
+        IngestHandler(index, tank).process(msgs, source)
+        got.append(sorted((index.get(r).id, index.get(r).partition) for r in index.live_rows().tolist()))
+    assert got[0] == got[1] and len(got[0]) > 20
+    assert len({p for _id, p in got[0]}) > 1
