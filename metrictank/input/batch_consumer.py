@@ -4,7 +4,7 @@ confluent_kafka's `consume()` builds one Python `Message` per Kafka message with
 then reads and frees each: at 100k+ series that was about 60% of the main thread (docs/benchmarks.md). The C
 extension `_rdbatch` runs librdkafka's own batch call, copies the payloads into one buffer and frees the
 messages with the GIL released; Python sees a handful of objects per batch. A reader thread (`Prefetcher`) reads
-ahead (`[kafka-mdm-in] read-ahead`), so that work runs on the second core while the main loop ingests earlier batches.
+ahead (`[kafka-mdm-in] read-ahead-mb`), so that work runs on the second core while the main loop ingests earlier batches.
 
 librdkafka is the copy confluent_kafka loaded (its functions are looked up through confluent_kafka's extension);
 topic metadata and time-based offset lookups, which are neither hot nor shared with consumption, stay on a

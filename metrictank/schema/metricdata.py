@@ -218,6 +218,21 @@ class MetricDataBatch:
             ]
         return self._pairs
 
+    def row(self, j: int) -> MetricData:
+        """Message j of the columns as a MetricData (for the few that need one: a flagged row, a fallback)."""
+        _p, ids, orgs, names, ivs, vals, units, times, mtypes, tags = self.columns  # type: ignore[misc]
+        return MetricData(
+            ids[j],
+            int(orgs[j]),
+            names[j],
+            int(ivs[j]),
+            float(vals[j]),
+            units[j],
+            int(times[j]),
+            mtypes[j],
+            tags[j],
+        )
+
     def __len__(self) -> int:
         return len(self.columns[0]) if self.columns is not None else len(self._pairs or ())
 

@@ -296,15 +296,13 @@ def _decode_metricdata(
     ok = np.frombuffer(ok_b, np.bool_)
     orgs_a, ivs_a = np.frombuffer(orgs, np.int64), np.frombuffer(ivs, np.int64)
     times_a, vals_a = np.frombuffer(times, np.int64), np.frombuffer(vals, np.float64)
+    cols = MetricDataBatch(columns=(at, ids, orgs_a, names, ivs_a, vals_a, units, times_a, mtypes, tags))
     if ok.all():
-        return MetricDataBatch(columns=(at, ids, orgs_a, names, ivs_a, vals_a, units, times_a, mtypes, tags))
+        return cols
     pairs: list[tuple[int, MetricData]] = []
-    orgs_l, ivs_l, times_l, vals_l = orgs_a.tolist(), ivs_a.tolist(), times_a.tolist(), vals_a.tolist()
     for j, (i, good) in enumerate(zip(md_idx, ok.tolist(), strict=True)):
         if good:
-            md = MetricData(
-                ids[j], orgs_l[j], names[j], ivs_l[j], vals_l[j], units[j], times_l[j], mtypes[j], tags[j]
-            )
+            md = cols.row(j)
         else:
             try:
                 md = decode_metricdata(values[i])

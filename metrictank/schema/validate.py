@@ -231,11 +231,7 @@ def validate_metricdata_many(mds: Sequence[MetricData] | MetricDataBatch) -> Val
     if cols is not None:
         _pos, ids, orgs, names_t, intervals, values, units, times, mtypes, tags = cols
 
-        def one(j: int) -> MetricData:
-            return MetricData(
-                ids[j], int(orgs[j]), names_t[j], int(intervals[j]), float(values[j]), units[j],
-                int(times[j]), mtypes[j], tags[j],
-            )  # fmt: skip
+        one = mds.row  # type: ignore[union-attr]
     else:
         if isinstance(mds, MetricDataBatch):
             mds = [md for _i, md in mds.pairs]
