@@ -132,9 +132,14 @@ class Membership:
         self.announcements = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.backlog_read = False  # start() read the topic up to its high watermarks
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, backlog_timeout: float = 10.0) -> None:
+        """Read the topic's backlog (members and the active color) before returning, then hand the consumer to
+        the membership thread. The backlog is read here, on the caller's thread and before that thread exists,
+        because librdkafka's consume() called from two threads at once on one consumer stalled both for tens of
+        seconds: a node started next to others then sat in its start-up with its HTTP API not ready."""
         md = self._consumer.list_topics(self.topic, timeout=10)
         tmd = md.topics.get(self.topic)
         if tmd is None or tmd.error is not None or not tmd.partitions:
@@ -142,10 +147,46 @@ class Membership:
                 f"membership topic {self.topic!r} is not available: {tmd.error if tmd else 'missing'} "
                 "(create it compacted: cleanup.policy=compact)"
             )
-        self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in tmd.partitions])
+        tps = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in tmd.partitions]
+        self._consumer.assign(tps)
+        self.backlog_read = self._read_backlog(tps, backlog_timeout)
         self._announce()
         self._thread = threading.Thread(target=self._run, name="membership", daemon=True)
         self._thread.start()
+
+    def _read_backlog(self, tps: list[TopicPartition], timeout: float) -> bool:
+        """Consume until every partition's position reaches the high watermark it had when this began (False:
+        the timeout came first; the thread reads the rest, and the node starts with what it has)."""
+        deadline = time.monotonic() + timeout
+        highs: dict[int, int] = {}
+        for tp in tps:
+            try:
+                _low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=max(0.1, deadline - time.monotonic())
+                )
+            except Exception as e:  # noqa: BLE001 - informative: the thread keeps reading
+                log.warning("membership: no high watermark for %s[%d]: %s", tp.topic, tp.partition, e)
+                return False
+            if high > 0:
+                highs[tp.partition] = high
+        while highs:
+            self.poll(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+            try:
+                positions = self._consumer.position([TopicPartition(self.topic, p) for p in highs])
+            except Exception:  # noqa: BLE001
+                positions = []
+            for tp in positions:
+                if tp.offset >= highs.get(tp.partition, 0):
+                    highs.pop(tp.partition, None)
+            if highs and time.monotonic() >= deadline:
+                log.warning(
+                    "membership: the backlog of %s was not read within %.0fs; starting with %d members known",
+                    self.topic,
+                    timeout,
+                    len(self._members),
+                )
+                return False
+        return True
 
     def stop(self) -> None:
         self._stop.set()

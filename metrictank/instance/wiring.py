@@ -353,8 +353,7 @@ class Instance:
         if self.index_store is not None and not self._read_window_auto:
             self._load_index()
         if self.membership is not None:
-            self.membership.start()
-            self.membership.poll(timeout=1.0)  # the compacted backlog: members and the active color
+            self.membership.start()  # reads the compacted backlog first: members and the active color
         if self.listener is not None and (self.static_peers or self.membership is not None):
             # learn the peers' names before the backlog, so their marks apply at once
             self.learn_peers(fetch_peers(self.peers, self.cfg.cluster.peer_timeout))

@@ -155,3 +155,46 @@ def test_members_find_each_other_colors_switch_and_a_dead_member_is_removed(
     finally:
         for p in procs:
             p.kill9()
+
+
+def test_a_node_knows_the_members_and_color_when_start_returns_and_starting_next_to_others_is_quick(
+    kafka_bootstrap, new_topic
+):
+    """Six nodes started one after another, each next to the ones already running (their membership threads
+    consuming): each start() returns within seconds, knowing every earlier node alive and the active color.
+    Before, the backlog was read by a poll from the caller's thread while the membership thread consumed from
+    the same client: librdkafka stalled that poll for ~30 s, so nodes of a cluster started together sat in their
+    start-up for minutes, and start() itself read nothing."""
+    from metrictank.cluster.members import Membership
+
+    members = _compacted_topic(kafka_bootstrap, f"members-{new_topic(1)}")
+
+    def me(i: int):
+        return lambda: {
+            "url": f"http://127.0.0.1:{7000 + i}",
+            "role": "read",
+            "color": "a",
+            "partitions": [0],
+        }
+
+    started: list[Membership] = []
+    try:
+        for i in range(6):
+            m = Membership(kafka_bootstrap, members, f"node-{i}", me(i), heartbeat=HEARTBEAT)
+            t0 = time.monotonic()
+            m.start()
+            took = time.monotonic() - t0
+            assert took < 5, f"node-{i}: start() took {took:.1f}s"
+            known = {r["name"]: r["member"] for r in m.table()}
+            want = {f"node-{j}": "alive" for j in range(i)}
+            assert {k: v for k, v in known.items() if k != m.name} == want, f"node-{i} knows {known}"
+            assert m.backlog_read
+            if i == 0:
+                m.set_color("a")
+            else:
+                assert m.active_color == "a", f"node-{i}: active color {m.active_color!r}"
+            m._producer.flush(10)  # its first heartbeat is in the topic before the next node starts
+            started.append(m)
+    finally:
+        for m in started:
+            m.stop()

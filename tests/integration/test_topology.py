@@ -104,7 +104,8 @@ class Restarter:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(90)
+        if self._thread.is_alive():  # a failure before the rollout leaves it unstarted
+            self._thread.join(90)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -138,7 +139,8 @@ class ReadySampler:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(10)
+        if self._thread.is_alive():
+            self._thread.join(10)
 
     def _run(self) -> None:
         with httpx.Client(timeout=1.0) as client:
