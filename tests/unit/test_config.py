@@ -130,6 +130,9 @@ def test_cli_config_check(tmp_path: Path):
         ({"MT_CLUSTER_COLOR": "a"}, "cluster.color"),  # a color without a membership topic to switch it on
         ({"MT_CLUSTER_COLOR": "green", "MT_CLUSTER_MEMBERSHIP_TOPIC": "m"}, "cluster.color"),
         ({"MT_CLUSTER_HEARTBEAT": "0s"}, "cluster.heartbeat"),
+        ({"MT_KAFKA_MDM_IN_READ_AHEAD_MB": "-1"}, "kafka-mdm-in.read-ahead-mb"),
+        ({"MT_KAFKA_MDM_IN_READ_AHEAD_MB": "64MB"}, "kafka-mdm-in.read-ahead-mb"),
+        ({"MT_KAFKA_MDM_IN_BATCH_CONSUMER": "maybe"}, "kafka-mdm-in.batch-consumer"),
     ],
 )
 def test_bad_cluster_and_limit_settings_name_their_key(env, key):
