@@ -7,6 +7,7 @@ at run time in the copy confluent_kafka loaded), so a fresh machine needs only a
 - metrictank.index._keytable: the index's key table probed for a whole batch, the GIL released;
 - metrictank.index._tree: the new leaves of a batch set in the path tree;
 - metrictank.schema._mdata: MetricData messages of the common (Go) shape decoded without msgpack's dict;
+- metrictank.schema._points: wire points (arrays and single) written into point records in one pass;
 - metrictank.input._rdbatch: whole-batch Kafka consumption as flat buffers, the GIL released.
 """
 
@@ -26,6 +27,9 @@ setup(
         Extension("metrictank.index._tree", sources=["metrictank/index/_tree.c"], extra_compile_args=_FLAGS),
         Extension(
             "metrictank.schema._mdata", sources=["metrictank/schema/_mdata.c"], extra_compile_args=_FLAGS
+        ),
+        Extension(
+            "metrictank.schema._points", sources=["metrictank/schema/_points.c"], extra_compile_args=_FLAGS
         ),
         Extension(
             "metrictank.input._rdbatch",

@@ -18,11 +18,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import compress
 
 import numpy as np
 
-from . import _mdata
+from . import _mdata, _points
 from .control import ControlMsg, decode_control
 from .errors import DecodeError
 from .ids import MKey, parse_mkey
@@ -199,22 +198,20 @@ def classify_and_decode(values: Sequence[bytes], default_org: int) -> DecodedBat
         all33 = sizes == {33}
         buf = b"".join(values)
     arr = np.frombuffer(buf, dtype=np.uint8)
-    pieces: list[tuple[np.ndarray, np.ndarray, bool]] = []  # (bodies (k, 32|28) uint8, msg idx, with org)
+    ready: list[np.ndarray] = []  # POINT_DTYPE records gathered in C, one array per kind of message
     rec = arr.reshape(n, 33) if all33 else None
 
     if rec is not None and bool((rec[:, 0] == FORMAT_METRIC_POINT).all()):
         # the common case: a homogeneous batch of single points with org
-        pieces.append((rec[:, 1:], np.arange(n, dtype=np.int32), True))
+        ready.append(np.frombuffer(_points.gather_fixed(buf, n, 33, 1, 32, 0), dtype=POINT_DTYPE))
         md_idx = ctl_idx = ()
     else:
         if packed is not None:  # per-message bytes only if single points are to be cut out below
             lens = values.lengths.astype(np.int64)
             offs = values.starts
-            listed = None
         else:
             lens = np.fromiter(map(len, values), dtype=np.int64, count=n)
             offs = np.cumsum(lens) - lens
-            listed = values
         nonempty = lens > 0
         last = max(len(arr) - 1, 0)
         if len(arr):
@@ -243,26 +240,21 @@ def classify_and_decode(values: Sequence[bytes], default_org: int) -> DecodedBat
         _count(errors, "unsupported-format", np.count_nonzero(legacy))
         is_md = nonempty & ~(m2 | m3 | m4 | is5 | bad_len | legacy)
 
-        k2 = np.count_nonzero(m2)
-        if listed is None and (k2 or np.count_nonzero(m3)):
-            listed = values.tolist()
-        if k2:
-            blob = np.frombuffer(b"".join(compress(listed, m2.tolist())), dtype=np.uint8)
-            pieces.append((blob.reshape(k2, 33)[:, 1:], np.flatnonzero(m2).astype(np.int32), True))
+        if m2.any():
+            ready.append(_gather(buf, offs, np.flatnonzero(m2), None, 32, 0))
         k3 = np.count_nonzero(m3)
         if k3:
             if default_org:
-                blob = np.frombuffer(b"".join(compress(listed, m3.tolist())), dtype=np.uint8)
-                pieces.append((blob.reshape(k3, 29)[:, 1:], np.flatnonzero(m3).astype(np.int32), False))
+                ready.append(_gather(buf, offs, np.flatnonzero(m3), None, 28, default_org))
             else:
                 _count(errors, "no-org", k3)
         if m5.any():
-            _decode_arrays(buf, lens, offs, second, m5, default_org, pieces, errors)
+            _decode_arrays(buf, lens, offs, second, m5, default_org, ready, errors)
 
         md_idx = np.flatnonzero(is_md).tolist()
         ctl_idx = np.flatnonzero(m4).tolist()
 
-    points = _assemble(pieces, default_org)
+    points = _assemble(ready)
     if len(points):
         t = points["time"]
         bad = (t == 0) | (t >= _MAX_TS)
@@ -313,6 +305,24 @@ def _decode_metricdata(
     return MetricDataBatch(pairs)
 
 
+def _gather(
+    buf: bytes, offs: np.ndarray, sel: np.ndarray, cnt: np.ndarray | None, size: int, org: int
+) -> np.ndarray:
+    """Point records of the messages at `sel` (`cnt` points each, one if None), from byte 1 of each message
+    (single points) or byte 2 (arrays, when `cnt` is given), written once in C with the GIL released."""
+    skip = 1 if cnt is None else 2
+    counts = np.ones(len(sel), np.int64) if cnt is None else cnt.astype(np.int64, copy=False)
+    recs = _points.gather(
+        buf,
+        (offs[sel] + skip).astype(np.int64, copy=False).tobytes(),
+        counts.tobytes(),
+        sel.astype(np.int32).tobytes(),
+        size,
+        org,
+    )
+    return np.frombuffer(recs, dtype=POINT_DTYPE)
+
+
 def _decode_arrays(
     buf: bytes,
     lens: np.ndarray,
@@ -320,17 +330,13 @@ def _decode_arrays(
     second: np.ndarray,
     m5: np.ndarray,
     default_org: int,
-    pieces: list[tuple[np.ndarray, np.ndarray, bool]],
+    ready: list[np.ndarray],
     errors: dict[str, int],
 ) -> None:
-    """Collect the whole-point bodies of all 0x05 messages, one contiguous blob per sub-format.
-
-    The per-message step is a single buffer slice (a C-level memcpy inside ``join``); points themselves are
-    never touched from Python.
-    """
+    """The whole points of all 0x05 messages, as point records, one array per sub-format; a partial point at
+    a message's end is counted and left out. Nothing per message or per point runs in Python."""
     idx5 = np.flatnonzero(m5)
     sub = second[idx5]
-    mv = memoryview(buf)
     for fmt, size, with_org in (
         (FORMAT_METRIC_POINT, 32, True),
         (FORMAT_METRIC_POINT_WITHOUT_ORG, 28, False),
@@ -341,36 +347,26 @@ def _decode_arrays(
         body = lens[sel] - 2
         cnt = body // size
         _count(errors, "array-remainder", np.count_nonzero(body % size))
-        total = int(cnt.sum())
         if not with_org and not default_org:
-            _count(errors, "no-org", total)
+            _count(errors, "no-org", int(cnt.sum()))
             continue
-        if not total:
-            continue
-        starts = offs[sel] + 2
-        ends = starts + cnt * size
-        blob = b"".join([mv[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)])
-        arr = np.frombuffer(blob, dtype=np.uint8).reshape(total, size)
-        pieces.append((arr, np.repeat(sel.astype(np.int32), cnt), with_org))
+        if cnt.any():
+            ready.append(_gather(buf, offs, sel, cnt, size, 0 if with_org else default_org))
 
 
-def _assemble(pieces: list[tuple[np.ndarray, np.ndarray, bool]], default_org: int) -> np.ndarray:
-    total = sum(len(p[1]) for p in pieces)
-    out = np.empty(total, dtype=POINT_DTYPE)
-    if not total:
-        return out
+def _assemble(ready: list[np.ndarray]) -> np.ndarray:
+    """The batch's point records (one array per kind of message, each in message order) as one array in
+    message order."""
+    if len(ready) == 1:
+        return ready[0]
+    total = sum(map(len, ready))
+    out = np.empty(total, dtype=POINT_DTYPE)  # not np.concatenate: it drops the record's padding
     ob = out.view(np.uint8).reshape(total, _REC)
-    ob[:, 36:] = 0
     pos = 0
-    for bodies, idx, with_org in pieces:
-        k = len(idx)
-        ob[pos : pos + k, : bodies.shape[1]] = bodies
-        if not with_org:
-            out["org"][pos : pos + k] = default_org
-        out["msg_index"][pos : pos + k] = idx
-        pos += k
-    if len(pieces) > 1:
-        mi = out["msg_index"]
-        if np.any(mi[1:] < mi[:-1]):
-            out = out[np.argsort(mi, kind="stable")]
+    for r in ready:
+        ob[pos : pos + len(r)] = r.view(np.uint8).reshape(len(r), _REC)
+        pos += len(r)
+    mi = out["msg_index"]
+    if total and np.any(mi[1:] < mi[:-1]):
+        out = out[np.argsort(mi, kind="stable")]
     return out

@@ -339,3 +339,73 @@ def test_tombstone_in_homogeneous_batch() -> None:
     batch = classify_and_decode(values, 0)
     assert batch.points["msg_index"].tolist() == [0, 1, 3, 4]
     assert batch.errors == {"empty": 1}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    msgs=st.lists(
+        st.tuples(st.binary(min_size=0, max_size=3), st.integers(0, 5), st.integers(-5, 1 << 30)),
+        max_size=12,
+    ),
+    size=st.sampled_from([32, 28]),
+    org=st.integers(0, (1 << 32) - 1),
+)
+def test_c_gather_writes_the_records_a_numpy_reference_writes(msgs, size, org) -> None:
+    """`_points.gather` (one pass in C) against the record layout built field by field in numpy: bodies as on
+    the wire, org set for 28-byte bodies, msg_index, zero padding; each message's points at its own offset."""
+    from metrictank.schema import _points
+    from metrictank.schema.points import POINT_DTYPE, WIRE28_DTYPE, WIRE32_DTYPE
+
+    rng = np.random.default_rng(len(msgs))
+    buf, starts, counts, idx = b"", [], [], []
+    for prefix, cnt, mi in msgs:
+        buf += prefix
+        starts.append(len(buf))
+        buf += rng.integers(0, 256, cnt * size, dtype=np.uint8).tobytes()
+        counts.append(cnt)
+        idx.append(mi)
+    got = np.frombuffer(
+        _points.gather(
+            buf,
+            np.asarray(starts, np.int64).tobytes(),
+            np.asarray(counts, np.int64).tobytes(),
+            np.asarray(idx, np.int32).tobytes(),
+            size,
+            org,
+        ),
+        POINT_DTYPE,
+    )
+    want = np.zeros(sum(counts), POINT_DTYPE)
+    pos = 0
+    for s, cnt, mi in zip(starts, counts, idx, strict=True):
+        wire = np.frombuffer(buf, WIRE32_DTYPE if size == 32 else WIRE28_DTYPE, count=cnt, offset=s)
+        for f in wire.dtype.names:
+            want[f][pos : pos + cnt] = wire[f]
+        if size == 28:
+            want["org"][pos : pos + cnt] = org
+        want["msg_index"][pos : pos + cnt] = mi
+        pos += cnt
+    assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize(
+    "starts, counts, size, why",
+    [
+        ([0], [2], 32, "run past"),  # 2 points need 64 bytes, the buffer has 40
+        ([-1], [1], 32, "run past"),
+        ([0], [-1], 32, "run past"),
+        ([0], [1], 30, "size must be"),
+    ],
+)
+def test_c_gather_refuses_what_does_not_fit_the_buffer(starts, counts, size, why) -> None:
+    from metrictank.schema import _points
+
+    with pytest.raises(ValueError, match=why):
+        _points.gather(
+            b"x" * 40,
+            np.asarray(starts, np.int64).tobytes(),
+            np.asarray(counts, np.int64).tobytes(),
+            np.zeros(len(starts), np.int32).tobytes(),
+            size,
+            0,
+        )
