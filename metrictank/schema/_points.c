@@ -15,6 +15,14 @@
 
 #define REC 40
 
+/* One record: the body, org for 28-byte bodies, msg_index, zero padding. */
+static inline void put_record(unsigned char *dst, const unsigned char *src, int size, uint32_t org, int32_t mi) {
+    memcpy(dst, src, (size_t)size);
+    if (size == 28) memcpy(dst + 28, &org, 4);
+    memcpy(dst + 32, &mi, 4);
+    memset(dst + 36, 0, 4);
+}
+
 static PyObject *gather(PyObject *mod, PyObject *args) {
     (void)mod;
     Py_buffer buf, st, cn, ix;
@@ -50,12 +58,7 @@ static PyObject *gather(PyObject *mod, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++) {
         const unsigned char *src = src0 + starts[i];
         int32_t mi = idx[i];
-        for (int64_t j = 0; j < counts[i]; j++, src += size, dst += REC) {
-            memcpy(dst, src, (size_t)size);
-            if (size == 28) memcpy(dst + 28, &org32, 4);
-            memcpy(dst + 32, &mi, 4);
-            memset(dst + 36, 0, 4);
-        }
+        for (int64_t j = 0; j < counts[i]; j++, src += size, dst += REC) put_record(dst, src, size, org32, mi);
     }
     Py_END_ALLOW_THREADS;
 done:
@@ -90,12 +93,7 @@ static PyObject *gather_fixed(PyObject *mod, PyObject *args) {
     const unsigned char *src = (const unsigned char *)buf.buf + skip;
     uint32_t org32 = (uint32_t)org;
     Py_BEGIN_ALLOW_THREADS;
-    for (int32_t i = 0; i < (int32_t)n; i++, src += stride, dst += REC) {
-        memcpy(dst, src, (size_t)size);
-        if (size == 28) memcpy(dst + 28, &org32, 4);
-        memcpy(dst + 32, &i, 4);
-        memset(dst + 36, 0, 4);
-    }
+    for (int32_t i = 0; i < (int32_t)n; i++, src += stride, dst += REC) put_record(dst, src, size, org32, i);
     Py_END_ALLOW_THREADS;
 done:
     PyBuffer_Release(&buf);
